@@ -1,0 +1,193 @@
+"""`batchscribe run INPUT... --output DIR`: transcribe a batch from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from batchscribe.options import ALL_FORMATS, DEFAULT_MODEL
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+# Offline and quiet by default; every one can be overridden from the environment.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batchscribe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="transcribe files, folders (recursive) or globs")
+    run.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, glob or URL")
+    run.add_argument("-o", "--output", required=True, help="output folder (subtitles + manifest)")
+    run.add_argument("--model", default=DEFAULT_MODEL, help="tiny ... large-v3, turbo, or a local path (default: base, offline)")
+    run.add_argument("--engine", default="auto", choices=["auto", "faster-whisper", "openai-whisper"])
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--compute-type", default="auto", help="faster-whisper: int8, float16, float32 ... (default: auto)")
+    run.add_argument("--language", default="auto", help="language code such as en, or auto to detect per file")
+    run.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    run.add_argument("-f", "--formats", default="all", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
+    run.add_argument("--beam-size", type=int, default=5)
+    run.add_argument("--temperature", type=float, default=0.0, help="first decoding temperature")
+    run.add_argument("--temperature-increment-on-fallback", type=float, default=0.2,
+                     help="step up to 1.0 when decoding fails its checks; 0 disables fallback")
+    run.add_argument("--initial-prompt", default=None)
+    run.add_argument("--word-timestamps", action="store_true")
+    run.add_argument("--max-line-width", type=int, default=None)
+    run.add_argument("--max-line-count", type=int, default=None)
+    run.add_argument("--no-vad", dest="vad_filter", action="store_false", help="do not skip silence (faster-whisper)")
+    run.add_argument("--batch-size", type=int, default=0, help="faster-whisper batched inference (0: sequential)")
+    run.add_argument("--cache-dir", default=None, help="default: $BATCHSCRIBE_CACHE_DIR or ~/.cache/batchscribe")
+    run.add_argument("--workers", type=int, default=4, help="files fetched and decoded concurrently")
+    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
+    return parser
+
+
+def temperatures(start: float, increment: float) -> tuple[float, ...]:
+    """openai-whisper's CLI rule: start, then steps of `increment` up to 1.0."""
+    if increment <= 0:
+        return (start,)
+    steps = int(round((1.0 - start) / increment)) if start < 1.0 else 0
+    return tuple(round(start + i * increment, 4) for i in range(steps + 1))
+
+
+def request_from_args(args: argparse.Namespace):  # noqa: ANN201 - BatchRequest, imported lazily
+    from batchscribe.options import BatchRequest, OutputOptions, TranscribeOptions
+
+    formats = ALL_FORMATS if args.formats == "all" else tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    return BatchRequest(
+        inputs=args.inputs,
+        output=args.output,
+        cache_dir=args.cache_dir,
+        max_workers=args.workers,
+        transcribe=TranscribeOptions(
+            model=args.model,
+            engine=args.engine,
+            device=args.device,
+            compute_type=args.compute_type,
+            language=args.language,
+            task=args.task,
+            beam_size=args.beam_size,
+            temperatures=temperatures(args.temperature, args.temperature_increment_on_fallback),
+            initial_prompt=args.initial_prompt,
+            word_timestamps=args.word_timestamps,
+            vad_filter=args.vad_filter,
+            batch_size=args.batch_size,
+        ),
+        outputs=OutputOptions(formats=formats, max_line_width=args.max_line_width,
+                              max_line_count=args.max_line_count),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    try:
+        request = request_from_args(args)
+    except ValidationError as e:
+        print(f"batchscribe: invalid option: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from batchscribe import progress
+    from flows.transcribe_batch import BatchFailed, transcribe_batch
+    from tasks.fetch import resolve_inputs
+    from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET
+
+    total = len(resolve_inputs(request.inputs))
+    bar = None if args.no_progress else _ProgressBar(total)
+    unsubscribe = progress.subscribe(bar.file_done) if bar else (lambda: None)
+    try:
+        flow = transcribe_batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=request.max_workers))
+        state = flow(request, return_state=True)
+    finally:
+        unsubscribe()
+        if bar:
+            bar.close()
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BatchFailed):
+        manifest = result.manifest
+    elif isinstance(result, BaseException):
+        print(f"batchscribe: the batch did not run: {type(result).__name__}: {result}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    else:
+        manifest = result
+    print(summary_table(manifest))
+    out = Path(request.output).expanduser().absolute()
+    print(f"\nmanifest: {out / MANIFEST_PARQUET} (and {MANIFEST_CSV})")
+    failed = int((manifest["status"] != "ok").sum())
+    if failed:
+        print(f"{failed} of {len(manifest)} files did not transcribe; see the error column.", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def summary_table(manifest: Any) -> str:
+    """file, status, language, duration and x realtime per row, as fixed-width text."""
+    header = f"{'file':<40} {'status':<9} {'lang':<5} {'duration':>9} {'x rt':>6}  error"
+    lines = [header, "-" * len(header)]
+    for row in manifest.itertuples(index=False):
+        lang = row.language if isinstance(row.language, str) else ""
+        duration = f"{row.duration_s:8.1f}s" if _present(row.duration_s) else ""
+        rtf = f"{row.realtime_factor:6.1f}" if _present(row.realtime_factor) else ""
+        error = row.error if isinstance(row.error, str) else ""
+        lines.append(f"{_clip(row.relative_path, 40):<40} {row.status:<9} {lang:<5} {duration:>9} {rtf:>6}  {error}")
+    return "\n".join(lines)
+
+
+def _present(value: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.notna(value))
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+class _ProgressBar:
+    """Two tqdm bars: files done, and audio seconds transcribed."""
+
+    def __init__(self, total_files: int) -> None:
+        from tqdm import tqdm
+
+        self.files = tqdm(total=total_files, unit="file", desc="files", position=0, dynamic_ncols=True)
+        self.audio = tqdm(total=0, unit="s", desc="audio", position=1, dynamic_ncols=True,
+                          bar_format="{desc}: {n:.0f}s transcribed [{elapsed}, {rate_fmt}]")
+
+    def file_done(self, row: dict[str, Any]) -> None:
+        self.files.update(1)
+        self.files.set_postfix_str(f"{row['relative_path'][-30:]} {row['status']}")
+        duration = row.get("duration_s")
+        if row.get("status") == "ok" and _present(duration):
+            self.audio.update(float(duration))
+
+    def close(self) -> None:
+        self.files.close()
+        self.audio.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `batchscribe` command."""
+    args = build_parser().parse_args(argv)
+    for key, value in PREFECT_DEFAULTS.items():
+        if not (args.verbose and key == "PREFECT_LOGGING_LEVEL"):
+            os.environ.setdefault(key, value)
+    if args.command == "run":
+        return run(args)
+    return EXIT_USAGE  # pragma: no cover - argparse requires a command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Speech engines behind one interface; each model loads once per worker process."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from batchscribe.engines.base import SAMPLE_RATE, Engine
+from batchscribe.options import TranscribeOptions
+
+__all__ = ["SAMPLE_RATE", "Engine", "load_engine"]
+
+_engines: dict[tuple[str, ...], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def load_engine(options: TranscribeOptions, cache_dir: Path) -> Engine:
+    """The engine for `options`, loaded on first use and reused by every later call in this process."""
+    opts = options.resolved()
+    key = (opts.engine, opts.model, opts.device, opts.compute_type, str(cache_dir))
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            if opts.engine == "openai-whisper":
+                from batchscribe.engines.openai import OpenAIWhisperEngine
+
+                engine = OpenAIWhisperEngine(opts, cache_dir)
+            else:
+                from batchscribe.engines.faster import FasterWhisperEngine
+
+                engine = FasterWhisperEngine(opts, cache_dir)
+            _engines[key] = engine
+        return engine

@@ -1,0 +1,135 @@
+"""Typed options: what to transcribe with, what to write, and the batch request a flow run takes.
+
+These are Pydantic models so that a run triggered from the Prefect UI renders (and validates) the same
+form as a run from the CLI or from code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EngineName = Literal["auto", "faster-whisper", "openai-whisper"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+TaskName = Literal["transcribe", "translate"]
+FormatName = Literal["txt", "vtt", "srt", "tsv", "json"]
+
+ALL_FORMATS: tuple[FormatName, ...] = ("txt", "vtt", "srt", "tsv", "json")
+DEFAULT_MODEL = "base"  # installs offline from the package registry (README, "Models")
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai-whisper's fallback schedule
+
+
+def default_cache_dir() -> Path:
+    """Where weights, decoded audio and cached task results live unless told otherwise."""
+    if env := os.environ.get("BATCHSCRIBE_CACHE_DIR"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "batchscribe"
+
+
+class TranscribeOptions(BaseModel):
+    """How to turn speech into text. Every field that can change the transcript is part of its cache key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(DEFAULT_MODEL, description="Whisper size (tiny ... large-v3, turbo) or a local model path.")
+    engine: EngineName = Field(
+        "auto", description="auto: faster-whisper on CPU, openai-whisper on CUDA."
+    )
+    device: DeviceName = Field("auto", description="auto: CUDA when available, else CPU.")
+    compute_type: str = Field(
+        "auto", description="faster-whisper compute type (int8 on CPU, float16 on CUDA when auto)."
+    )
+    language: str | None = Field(None, description="Language code such as 'en'; None detects it per file.")
+    task: TaskName = Field("transcribe", description="transcribe, or translate into English.")
+    beam_size: int = Field(5, ge=1, le=16, description="Beam width; 1 is greedy decoding.")
+    temperatures: tuple[float, ...] = Field(
+        DEFAULT_TEMPERATURES,
+        min_length=1,
+        description="Temperature, then the fallbacks tried when decoding fails its checks. One value disables fallback.",
+    )
+    initial_prompt: str | None = Field(None, max_length=1000, description="Text that primes the first window.")
+    word_timestamps: bool = Field(False, description="Word-level timing (needed for line-width-aware subtitles).")
+    vad_filter: bool = Field(True, description="Skip non-speech with Silero VAD (faster-whisper only).")
+    batch_size: int = Field(
+        0, ge=0, le=64, description="faster-whisper batched inference within a file; 0 decodes sequentially."
+    )
+    condition_on_previous_text: bool = Field(True, description="Feed the previous window's text as a prompt.")
+
+    @field_validator("language")
+    @classmethod
+    def _auto_is_none(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("", "auto"):
+            return None
+        return value.strip().lower()
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temperatures_in_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0.0 <= t <= 2.0 for t in value):
+            raise ValueError("temperatures must lie in [0, 2]")
+        return value
+
+    def resolved(self) -> TranscribeOptions:
+        """The same options with engine, device and compute type made concrete for this machine."""
+        device = self.device
+        if device == "auto":
+            device = "cuda" if _cuda_available() else "cpu"
+        engine = self.engine
+        if engine == "auto":
+            engine = "openai-whisper" if device == "cuda" else "faster-whisper"
+        compute_type = self.compute_type
+        if compute_type == "auto":
+            if engine == "openai-whisper":
+                compute_type = "float16" if device == "cuda" else "float32"
+            else:
+                compute_type = "float16" if device == "cuda" else "int8"
+        return self.model_copy(update={"device": device, "engine": engine, "compute_type": compute_type})
+
+    def cache_hash(self) -> str:
+        """A short, stable hash of the resolved options (the manifest's `options_hash`)."""
+        payload = json.dumps(self.resolved().model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class OutputOptions(BaseModel):
+    """What to write for each transcript. None of this changes the transcript, so none of it is cached."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    formats: tuple[FormatName, ...] = Field(ALL_FORMATS, min_length=1, description="Files written per input.")
+    max_line_width: int | None = Field(
+        None, ge=10, le=200, description="Subtitle line width in characters (uses word timestamps if present)."
+    )
+    max_line_count: int | None = Field(None, ge=1, le=10, description="Lines per subtitle cue.")
+
+
+class BatchRequest(BaseModel):
+    """One batch: inputs, where outputs go, and the options for every file in it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[str] = Field(..., min_length=1, description="Files, folders (recursive) or globs.")
+    output: str = Field(..., description="Output folder; the manifest and subtitles are written here.")
+    transcribe: TranscribeOptions = Field(default_factory=TranscribeOptions)
+    outputs: OutputOptions = Field(default_factory=OutputOptions)
+    cache_dir: str | None = Field(
+        None, description="Cached task results, weights and decoded audio; default ~/.cache/batchscribe."
+    )
+    max_workers: int = Field(4, ge=1, le=64, description="Files fetched and decoded concurrently.")
+
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())

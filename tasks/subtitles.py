@@ -1,0 +1,316 @@
+"""Export: write a transcript as txt, vtt, srt, tsv and json files that mirror the input's path.
+
+The writers follow openai-whisper's `whisper/utils.py`, over our typed `Transcript`: a base `ResultWriter`
+owns one `write_result` per format, SRT and VTT share a subtitles base, and `WRITERS` maps format names to
+writers. Everything except `export_subtitles` works without a Prefect server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import textwrap
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, TextIO
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+
+from batchscribe.options import FormatName, OutputOptions
+from batchscribe.transcript import Segment, Transcript, Word
+
+MAX_PAUSE_S = 3.0  # a silence longer than this between words starts a new cue
+
+
+@dataclass(frozen=True)
+class Cue:
+    start_s: float
+    end_s: float
+    text: str  # one or more lines joined by "\n", never empty, never containing "-->"
+
+
+def format_timestamp(seconds: float, *, always_include_hours: bool = False, decimal_marker: str = ".") -> str:
+    """`[HH:]MM:SS.mmm` like whisper's, with negative times clamped to zero."""
+    total_ms = round(max(seconds, 0.0) * 1000)
+    hours, total_ms = divmod(total_ms, 3_600_000)
+    minutes, total_ms = divmod(total_ms, 60_000)
+    secs, ms = divmod(total_ms, 1000)
+    hours_marker = f"{hours:02d}:" if always_include_hours or hours > 0 else ""
+    return f"{hours_marker}{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
+
+
+def layout_cues(
+    transcript: Transcript, *, max_line_width: int | None = None, max_line_count: int | None = None
+) -> list[Cue]:
+    """Split a transcript into subtitle cues; a cue never spans two segments.
+
+    Args:
+        transcript: the transcript to lay out.
+        max_line_width: characters per line; None leaves lines unbroken.
+        max_line_count: lines per cue; None puts all of a segment's lines in one cue (unless a pause
+            splits it).
+
+    Returns:
+        Cues in order. With word timestamps and a limit, words are regrouped into lines at word
+        boundaries (a word longer than the width gets a line of its own). Without words, each segment's
+        text is wrapped and its time span shared between its cues in proportion to their characters.
+    """
+    cues: list[Cue] = []
+    for segment in transcript.segments:
+        if segment.words and (max_line_width or max_line_count):
+            cues += _word_cues(segment.words, max_line_width, max_line_count)
+        else:
+            cues += _segment_cues(segment, max_line_width, max_line_count)
+    return [cue for cue in cues if cue.text]
+
+
+def _clean(text: str) -> str:
+    # One line, single spaces, and no "-->", which would end an SRT/VTT cue's text.
+    return re.sub(r"--+>", "->", " ".join(text.split()))
+
+
+def _cue(start_s: float, end_s: float, lines: Iterable[str]) -> Cue:
+    start_s = max(start_s, 0.0)
+    return Cue(start_s, max(end_s, start_s), "\n".join(line for line in lines if line))
+
+
+def _line(words: Sequence[Word]) -> str:
+    # Whisper's words carry their own leading space (none in languages written without spaces).
+    return _clean("".join(w.word for w in words))
+
+
+def _words_cue(lines: list[list[Word]]) -> Cue:
+    return _cue(lines[0][0].start_s, lines[-1][-1].end_s, (_line(line) for line in lines))
+
+
+def _word_cues(words: Sequence[Word], width: int | None, count: int | None) -> list[Cue]:
+    cues: list[Cue] = []
+    lines: list[list[Word]] = []  # the cue being filled
+    for word in words:
+        if not word.word.strip():
+            continue
+        if lines and word.start_s - lines[-1][-1].end_s > MAX_PAUSE_S:
+            cues.append(_words_cue(lines))
+            lines = []
+        if not lines:
+            lines = [[word]]
+        elif width is None or len(_line([*lines[-1], word])) <= width:
+            lines[-1].append(word)
+        elif count is None or len(lines) < count:
+            lines.append([word])
+        else:
+            cues.append(_words_cue(lines))
+            lines = [[word]]
+    if lines:
+        cues.append(_words_cue(lines))
+    return cues
+
+
+def _segment_cues(segment: Segment, width: int | None, count: int | None) -> list[Cue]:
+    text = _clean(segment.text)
+    if not text:
+        return []
+    lines = textwrap.wrap(text, width) if width else [text]
+    per_cue = count or len(lines)
+    total_chars = sum(len(line) for line in lines)
+    duration_s = max(segment.end_s - segment.start_s, 0.0)
+    cues, done_chars = [], 0
+    for i in range(0, len(lines), per_cue):
+        chunk = lines[i : i + per_cue]
+        start_s = segment.start_s + duration_s * done_chars / total_chars
+        done_chars += sum(len(line) for line in chunk)
+        cues.append(_cue(start_s, segment.start_s + duration_s * done_chars / total_chars, chunk))
+    return cues
+
+
+class ResultWriter:
+    """Writes one format; subclasses set `extension` and override `write_result`."""
+
+    extension: ClassVar[str]
+
+    def write_result(self, transcript: Transcript, file: TextIO, options: OutputOptions) -> None:
+        raise NotImplementedError
+
+
+class WriteTXT(ResultWriter):
+    extension = "txt"
+
+    def write_result(self, transcript: Transcript, file: TextIO, options: OutputOptions) -> None:
+        for segment in transcript.segments:
+            if text := segment.text.strip():
+                print(text, file=file)
+
+
+class SubtitlesWriter(ResultWriter):
+    """SRT and VTT: the same cues, different headers, numbering and timestamps."""
+
+    always_include_hours: ClassVar[bool]
+    decimal_marker: ClassVar[str]
+    header: ClassVar[str] = ""
+    numbered: ClassVar[bool] = False
+    escape_html: ClassVar[bool] = False  # WebVTT cue text must escape &, < and >
+
+    def format_timestamp(self, seconds: float) -> str:
+        return format_timestamp(
+            seconds, always_include_hours=self.always_include_hours, decimal_marker=self.decimal_marker
+        )
+
+    def write_result(self, transcript: Transcript, file: TextIO, options: OutputOptions) -> None:
+        file.write(self.header)
+        cues = layout_cues(
+            transcript, max_line_width=options.max_line_width, max_line_count=options.max_line_count
+        )
+        for number, cue in enumerate(cues, start=1):
+            text = cue.text
+            if self.escape_html:
+                text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            if self.numbered:
+                print(number, file=file)
+            print(f"{self.format_timestamp(cue.start_s)} --> {self.format_timestamp(cue.end_s)}", file=file)
+            print(text, end="\n\n", file=file)
+
+
+class WriteVTT(SubtitlesWriter):
+    extension = "vtt"
+    always_include_hours = False
+    decimal_marker = "."
+    header = "WEBVTT\n\n"
+    escape_html = True
+
+
+class WriteSRT(SubtitlesWriter):
+    extension = "srt"
+    always_include_hours = True
+    decimal_marker = ","
+    numbered = True
+
+
+class WriteTSV(ResultWriter):
+    """Segment start and end in integer milliseconds, then the text; a header row, like whisper's."""
+
+    extension = "tsv"
+
+    def write_result(self, transcript: Transcript, file: TextIO, options: OutputOptions) -> None:
+        print("start", "end", "text", sep="\t", file=file)
+        for segment in transcript.segments:
+            start_ms = round(max(segment.start_s, 0.0) * 1000)
+            end_ms = max(round(segment.end_s * 1000), start_ms)
+            print(start_ms, end_ms, " ".join(segment.text.split()), sep="\t", file=file)
+
+
+class WriteJSON(ResultWriter):
+    extension = "json"
+
+    def write_result(self, transcript: Transcript, file: TextIO, options: OutputOptions) -> None:
+        json.dump(transcript.to_whisper_dict(), file, ensure_ascii=False)
+
+
+WRITERS: dict[FormatName, type[ResultWriter]] = {
+    "txt": WriteTXT,
+    "vtt": WriteVTT,
+    "srt": WriteSRT,
+    "tsv": WriteTSV,
+    "json": WriteJSON,
+}
+
+
+def _safe_parts(relative_path: str) -> list[str]:
+    parts = relative_path.replace("\\", "/").split("/")
+    if (
+        not relative_path
+        or parts[0] == ""  # absolute, or a UNC path once backslashes are separators
+        or re.match(r"^[A-Za-z]:", parts[0])  # a Windows drive
+        or ".." in parts
+        or "\0" in relative_path
+    ):
+        raise ValueError(f"not a safe relative path: {relative_path!r}")
+    parts = [part for part in parts if part not in ("", ".")]
+    if not parts:
+        raise ValueError(f"not a safe relative path: {relative_path!r}")
+    return parts
+
+
+def output_paths(
+    relative_path: str, output_root: str, formats: Iterable[FormatName]
+) -> dict[FormatName, str]:
+    """Where each format's file goes: the input's path under `output_root`, plus `.<format>`.
+
+    The whole input name is kept, so `a/talk.mp3` -> `<root>/a/talk.mp3.srt` never collides with
+    `a/talk.wav` or `b/talk.mp3`.
+
+    Args:
+        relative_path: the input's path relative to its input root, `/`-separated (`\\` is read as `/`).
+        output_root: the output folder.
+        formats: the formats wanted.
+
+    Returns:
+        One path per format, in the order given.
+
+    Raises:
+        ValueError: if `relative_path` is empty, absolute, starts with a drive, or has a `..` part.
+    """
+    base = os.path.join(os.fspath(output_root), *_safe_parts(relative_path))
+    return {fmt: f"{base}.{WRITERS[fmt].extension}" for fmt in formats}
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    # The one place that touches the output file system: swap this for fsspec later.
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp_path, "x", encoding="utf-8", newline="") as f:  # "x": umask-respecting mode
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def write_outputs(
+    transcript: Transcript, relative_path: str, output_root: str, options: OutputOptions
+) -> dict[FormatName, str]:
+    """Write every format in `options.formats`, each atomically, as UTF-8.
+
+    Args:
+        transcript: what to write.
+        relative_path: the input's path relative to its input root (see `output_paths`).
+        output_root: the output folder; missing folders are created.
+        options: formats and subtitle line limits.
+
+    Returns:
+        The path written for each format.
+    """
+    paths = output_paths(relative_path, output_root, options.formats)
+    for fmt, path in paths.items():
+        buffer = io.StringIO()
+        WRITERS[fmt]().write_result(transcript, buffer, options)
+        _write_text_atomic(path, buffer.getvalue())
+    return paths
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:  # called as `export_subtitles.fn(...)` outside a run
+        return logging.getLogger(__name__)
+
+
+@task(task_run_name="export-{relative_path}", cache_policy=NO_CACHE)
+def export_subtitles(
+    transcript: Transcript, relative_path: str, output_root: str, options: OutputOptions
+) -> dict[FormatName, str]:
+    """Write a transcript's subtitle, text and JSON files under `output_root`; returns their paths."""
+    paths = write_outputs(transcript, relative_path, output_root, options)
+    _logger().info("Wrote %d files for %s", len(paths), relative_path)
+    return paths

@@ -1,0 +1,94 @@
+"""Transcription: decoded audio to a typed Transcript, with the model loaded once per process."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from batchscribe.engines import load_engine
+from batchscribe.options import TranscribeOptions
+from batchscribe.transcript import Transcript
+from tasks.audio import AudioFile, decode_audio, load_audio
+from tasks.fetch import StagedFile
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TranscribeResult:
+    """A transcript with when and how it was made (what the manifest records, cached with it)."""
+
+    transcript: Transcript
+    engine: str
+    model: str
+    compute_type: str
+    options_hash: str
+    started_at: datetime
+    finished_at: datetime
+    transcribe_s: float
+    attempts: int
+
+
+def transcribe_cache_key(context: object, parameters: dict) -> str:
+    """Content hash + resolved options: the same bytes with the same options never transcribe twice."""
+    options: TranscribeOptions = parameters["options"]
+    return f"transcribe-{parameters['staged'].sha256}-{options.cache_hash()}"
+
+
+def is_transient_engine_error(error: BaseException) -> bool:
+    """A GPU out-of-memory or a CUDA hiccup may pass on retry; anything else will fail the same way."""
+    text = str(error).lower()
+    return "out of memory" in text or "cuda error" in text or "cublas" in text
+
+
+def retry_if_engine_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
+    """Prefect retry condition (a plain function: Prefect ignores other callables)."""
+    try:
+        state.result()
+    except Exception as e:  # noqa: BLE001 - classify, do not handle
+        return is_transient_engine_error(e)
+    return False
+
+
+@task(
+    task_run_name="transcribe-{staged.relative_path}",
+    cache_key_fn=transcribe_cache_key,
+    persist_result=True,
+    retries=2,
+    retry_delay_seconds=[5, 15],
+    retry_condition_fn=retry_if_engine_transient,
+)
+def transcribe_audio(
+    staged: StagedFile, audio: AudioFile, options: TranscribeOptions, cache_dir: str
+) -> TranscribeResult:
+    """Transcribe one decoded file with the process-wide engine for `options`."""
+    options = options.resolved()
+    path = Path(audio.path)
+    if not path.exists():  # the decoded copy was cleaned up since it was cached: decode again
+        decode_audio(Path(staged.local_path), path)
+    samples = load_audio(path)
+    engine = load_engine(options, Path(cache_dir))
+    with engine.lock:
+        started_at = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        transcript = engine.transcribe(samples, options)
+        transcribe_s = time.perf_counter() - t0
+    path.unlink(missing_ok=True)  # the transcript is cached now; decoded PCM is 115 MB per hour
+    context = TaskRunContext.get()
+    return TranscribeResult(
+        transcript=transcript,
+        engine=engine.name,
+        model=options.model,
+        compute_type=options.compute_type,
+        options_hash=options.cache_hash(),
+        started_at=started_at,
+        finished_at=datetime.now(timezone.utc),
+        transcribe_s=transcribe_s,
+        attempts=context.task_run.run_count if context else 1,
+    )
