@@ -116,10 +116,10 @@ def _finish_file(job: FileJob, options: TranscribeOptions, request: BatchRequest
             error = future.state.result(raise_on_failure=False)
             row.update(_error_columns(error), attempts=_run_count(future))
             break
-    staged = job.staged.result(raise_on_failure=False)
+    staged = _completed_result(job.staged)
     if isinstance(staged, StagedFile):
         row.update(sha256=staged.sha256, size_bytes=staged.size_bytes)
-    audio = job.audio.result(raise_on_failure=False)
+    audio = _completed_result(job.audio)
     if isinstance(audio, AudioFile):
         row.update(duration_s=audio.duration_s, decode_s=audio.decode_s, warning=audio.warning)
     if "status" in row:
@@ -151,6 +151,10 @@ def _finish_file(job: FileJob, options: TranscribeOptions, request: BatchRequest
         **{f"{fmt}_path": path for fmt, path in exported.result().items()},
     )
     return row
+
+
+def _completed_result(future: PrefectFuture) -> Any:
+    return future.result() if future.state.is_completed() else None
 
 
 def _error_columns(error: Any) -> dict[str, str]:

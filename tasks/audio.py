@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -18,6 +19,9 @@ from tasks.fetch import StagedFile
 
 SAMPLE_RATE = 16_000  # Hz, what Whisper expects
 BYTES_PER_SECOND = SAMPLE_RATE * 2  # 32,000 bytes per second of s16le mono
+
+
+_CODEC_PREFIX = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*")  # "[mp3float @ 0x55ce...] " in ffmpeg's messages
 
 
 class MediaError(Exception):
@@ -100,7 +104,7 @@ def _media_error(stderr: str) -> MediaError:
 
 
 def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [_CODEC_PREFIX.sub("", line).strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
 
 

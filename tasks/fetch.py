@@ -149,7 +149,7 @@ def _walk_media(folder: Path) -> list[Path]:
             for f in sorted(filenames)
             if not f.startswith(".") and Path(f).suffix.lower() in MEDIA_EXTENSIONS
         )
-    return files
+    return sorted(files)
 
 
 def _glob_root(pattern: Path) -> Path:

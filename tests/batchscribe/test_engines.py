@@ -1,0 +1,68 @@
+"""Both real engines on real weights and real (synthesized) speech."""
+
+import re
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+
+from batchscribe.engines import load_engine
+from batchscribe.options import TranscribeOptions
+from tasks.audio import decode_audio, load_audio
+
+SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
+ENGLISH_WER_BOUND = 0.15  # base on espeak-ng English measured ~5% (shared notes); keep headroom for noise
+
+def wer(reference: str, hypothesis: str) -> float:
+    words = lambda t: " ".join(re.sub(r"[^\w']+", " ", t.lower()).split())  # noqa: E731
+    return jiwer.wer(words(reference), words(hypothesis))
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    d = tmp_path_factory.mktemp("pcm")
+    return {
+        name: load_audio(decode_audio(SPEECH / name, d / f"{name}.pcm").path)
+        for name in ("en.wav", "en2.mp3", "es.mp3", "fr.mp3", "de.mp3")
+    }
+
+def test_default_cpu_engine_is_faster_whisper_int8() -> None:
+    opts = TranscribeOptions(device="cpu").resolved()
+    assert (opts.engine, opts.compute_type) == ("faster-whisper", "int8")
+
+@pytest.mark.parametrize("name", ["en.wav", "en2.mp3"])
+def test_english_wer_is_under_the_bound(name, audio, clips, session_cache) -> None:
+    opts = TranscribeOptions(device="cpu").resolved()
+    transcript = load_engine(opts, session_cache).transcribe(audio[name], opts)
+    assert transcript.language == "en" and transcript.language_probability > 0.5
+    assert wer(clips[name]["text"], transcript.text) < ENGLISH_WER_BOUND, transcript.text
+    assert transcript.text == "".join(s.text for s in transcript.segments)
+    assert 0 <= transcript.segments[0].start_s < transcript.segments[-1].end_s <= transcript.duration_s + 0.5
+
+@pytest.mark.parametrize("name", ["en.wav", "es.mp3", "fr.mp3", "de.mp3"])
+def test_language_is_detected(name, audio, clips, session_cache) -> None:
+    opts = TranscribeOptions(device="cpu").resolved()
+    transcript = load_engine(opts, session_cache).transcribe(audio[name], opts)
+    assert transcript.language == clips[name]["language"]
+    assert transcript.language_probability > 0.5
+
+def test_silence_invents_no_words(session_cache) -> None:
+    opts = TranscribeOptions(device="cpu").resolved()
+    transcript = load_engine(opts, session_cache).transcribe(np.zeros(16_000 * 5, dtype=np.float32), opts)
+    assert len(transcript.text.split()) <= 1, transcript.text
+
+def test_forced_language_and_translate(audio, session_cache) -> None:
+    opts = TranscribeOptions(device="cpu", language="es", task="translate").resolved()
+    transcript = load_engine(opts, session_cache).transcribe(audio["es.mp3"], opts)
+    assert transcript.language == "es" and transcript.language_probability == 1.0
+    text = transcript.text.lower()
+    assert any(w in text for w in ("library", "train", "family", "city", "hot")), text
+
+def test_openai_whisper_engine_on_cpu(audio, clips, session_cache) -> None:
+    opts = TranscribeOptions(engine="openai-whisper", device="cpu", temperatures=(0.0,)).resolved()
+    assert opts.compute_type == "float32"
+    engine = load_engine(opts, session_cache)
+    assert load_engine(opts, session_cache) is engine  # loaded once per process
+    transcript = engine.transcribe(audio["en.wav"], opts)
+    assert transcript.language == "en" and transcript.language_probability > 0.5
+    assert wer(clips["en.wav"]["text"], transcript.text) < ENGLISH_WER_BOUND, transcript.text

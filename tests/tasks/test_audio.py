@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.audio import MediaError, NoAudioError, decode_audio, decode_command, load_audio
+
+SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
+
+
+def test_decodes_wav_and_mp3_to_16k_mono(tmp_path: Path) -> None:
+    for name in ("en.wav", "es.mp3"):
+        audio = decode_audio(SPEECH / name, tmp_path / f"{name}.pcm")
+        samples = load_audio(audio.path)
+        assert 5 < audio.duration_s < 20
+        assert len(samples) == pytest.approx(audio.duration_s * 16_000)
+        assert samples.dtype == np.float32 and 0.05 < np.abs(samples).max() <= 1.0
+        assert audio.warning == ""
+
+
+def test_decodes_the_audio_track_of_a_video(tmp_path: Path) -> None:
+    video = Path(__file__).resolve().parents[2] / "samples" / "apollo" / "moon_landing.mp4"
+    assert 10 < decode_audio(video, tmp_path / "v.pcm").duration_s < 14
+
+
+def test_command_is_an_argv_that_cannot_read_a_name_as_an_option(tmp_path: Path) -> None:
+    src = tmp_path / "-i http:evil.mp3"
+    argv = decode_command(src, tmp_path / "out.pcm")
+    assert isinstance(argv, list) and "-nostdin" in argv
+    assert argv[argv.index("-i") + 1] == f"file:{src}"
+    assert all(not a.startswith("-i http") for a in argv)
+
+
+def test_name_with_dash_quotes_and_unicode_decodes(bad_media: dict[str, Path], tmp_path: Path) -> None:
+    assert decode_audio(bad_media["odd_name"], tmp_path / "o.pcm").duration_s > 5
+
+
+def test_text_file_named_mp3_is_a_clear_media_error(bad_media: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(MediaError, match="not an audio or video file"):
+        decode_audio(bad_media["text_as_mp3"], tmp_path / "x.pcm")
+    assert not list(tmp_path.iterdir())  # no partial output left behind
+
+
+def test_video_without_audio_is_no_audio(bad_media: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(NoAudioError, match="no audio stream"):
+        decode_audio(bad_media["video_no_audio"], tmp_path / "x.pcm")
+
+
+def test_truncated_mp3_decodes_what_is_there_with_a_warning(bad_media: dict[str, Path], tmp_path: Path) -> None:
+    audio = decode_audio(bad_media["truncated_mp3"], tmp_path / "t.pcm")
+    assert 2 < audio.duration_s < 8
+    assert "truncated" in audio.warning and "@ 0x" not in audio.warning
+
+
+def test_truncated_mp4_names_the_missing_moov_atom(tmp_path: Path) -> None:
+    video = Path(__file__).resolve().parents[2] / "samples" / "apollo" / "moon_landing.mp4"
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    with pytest.raises(MediaError, match="moov atom not found"):
+        decode_audio(cut, tmp_path / "c.pcm")

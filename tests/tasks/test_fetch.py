@@ -1,0 +1,70 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from tasks.fetch import InputError, InputItem, resolve_inputs, stage_local
+
+
+def touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_folder_expands_recursively_to_media_files_with_mirrored_paths(tmp_path: Path) -> None:
+    touch(tmp_path / "in" / "a" / "talk.mp3")
+    touch(tmp_path / "in" / "b" / "talk.mp3")
+    touch(tmp_path / "in" / "talk.wav")
+    touch(tmp_path / "in" / "notes.txt")
+    touch(tmp_path / "in" / ".hidden.mp3")
+    items = resolve_inputs([str(tmp_path / "in")])
+    assert [i.relative_path for i in items] == ["a/talk.mp3", "b/talk.mp3", "talk.wav"]
+    assert all(Path(i.source).is_absolute() and not i.error for i in items)
+
+
+def test_two_folders_keep_their_names_so_same_stems_never_collide(tmp_path: Path) -> None:
+    touch(tmp_path / "a" / "talk.mp3")
+    touch(tmp_path / "b" / "talk.mp3")
+    items = resolve_inputs([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert sorted(i.relative_path for i in items) == ["a/talk.mp3", "b/talk.mp3"]
+
+
+def test_glob_and_single_file(tmp_path: Path) -> None:
+    touch(tmp_path / "x" / "one.mp3")
+    touch(tmp_path / "x" / "deep" / "two.mp3")
+    items = resolve_inputs([str(tmp_path / "x" / "**" / "*.mp3")])
+    assert sorted(i.relative_path for i in items) == ["deep/two.mp3", "one.mp3"]
+    assert [i.relative_path for i in resolve_inputs([str(tmp_path / "x" / "one.mp3")])] == ["one.mp3"]
+
+
+def test_missing_path_and_empty_folder_become_items_with_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    missing, empty = resolve_inputs([str(tmp_path / "nope.mp3"), str(tmp_path / "empty")])
+    assert missing.error.startswith("file not found") and missing.relative_path == "nope.mp3"
+    assert empty.error.startswith("no media files found")
+
+
+def test_symlink_loop_does_not_recurse(tmp_path: Path) -> None:
+    touch(tmp_path / "in" / "a.mp3")
+    os.symlink(tmp_path / "in", tmp_path / "in" / "loop")
+    assert [i.relative_path for i in resolve_inputs([str(tmp_path / "in")])] == ["a.mp3"]
+
+
+def test_duplicate_inputs_are_one_item(tmp_path: Path) -> None:
+    f = touch(tmp_path / "a.mp3")
+    assert len(resolve_inputs([str(f), str(f), str(tmp_path)])) == 1
+
+
+def test_stage_hashes_content(tmp_path: Path) -> None:
+    f = touch(tmp_path / "a.mp3", b"hello")
+    staged = stage_local(InputItem(str(f), "a.mp3"))
+    assert staged.sha256 == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    assert staged.size_bytes == 5 and staged.local_path == str(f)
+
+
+def test_stage_errors_say_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"empty \(0 bytes\)"):
+        stage_local(InputItem(str(touch(tmp_path / "z.mp3", b"")), "z.mp3"))
+    with pytest.raises(InputError, match="file not found"):
+        stage_local(InputItem(str(tmp_path / "gone.mp3"), "gone.mp3"))
