@@ -29,17 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="transcribe files, folders (recursive) or globs")
     run.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, glob or URL")
     run.add_argument("-o", "--output", required=True, help="output folder (subtitles + manifest)")
-    run.add_argument("--model", default=DEFAULT_MODEL, help="tiny ... large-v3, turbo, or a local path (default: base, offline)")
+    run.add_argument(
+        "--model", default=DEFAULT_MODEL, help="tiny ... large-v3, turbo, or a local path (default: base, offline)"
+    )
     run.add_argument("--engine", default="auto", choices=["auto", "faster-whisper", "openai-whisper"])
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--compute-type", default="auto", help="faster-whisper: int8, float16, float32 ... (default: auto)")
+    run.add_argument(
+        "--compute-type", default="auto", help="faster-whisper: int8, float16, float32 ... (default: auto)"
+    )
     run.add_argument("--language", default="auto", help="language code such as en, or auto to detect per file")
     run.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     run.add_argument("-f", "--formats", default="all", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
     run.add_argument("--beam-size", type=int, default=5)
     run.add_argument("--temperature", type=float, default=0.0, help="first decoding temperature")
-    run.add_argument("--temperature-increment-on-fallback", type=float, default=0.2,
-                     help="step up to 1.0 when decoding fails its checks; 0 disables fallback")
+    run.add_argument(
+        "--temperature-increment-on-fallback",
+        type=float,
+        default=0.2,
+        help="step up to 1.0 when decoding fails its checks; 0 disables fallback",
+    )
     run.add_argument("--initial-prompt", default=None)
     run.add_argument("--word-timestamps", action="store_true")
     run.add_argument("--max-line-width", type=int, default=None)
@@ -84,8 +92,7 @@ def request_from_args(args: argparse.Namespace):  # noqa: ANN201 - BatchRequest,
             vad_filter=args.vad_filter,
             batch_size=args.batch_size,
         ),
-        outputs=OutputOptions(formats=formats, max_line_width=args.max_line_width,
-                              max_line_count=args.max_line_count),
+        outputs=OutputOptions(formats=formats, max_line_width=args.max_line_width, max_line_count=args.max_line_count),
     )
 
 
@@ -153,7 +160,7 @@ def _present(value: Any) -> bool:
 
 
 def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1):]
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 class _ProgressBar:
@@ -163,8 +170,14 @@ class _ProgressBar:
         from tqdm import tqdm
 
         self.files = tqdm(total=total_files, unit="file", desc="files", position=0, dynamic_ncols=True)
-        self.audio = tqdm(total=0, unit="s", desc="audio", position=1, dynamic_ncols=True,
-                          bar_format="{desc}: {n:.0f}s transcribed [{elapsed}, {rate_fmt}]")
+        self.audio = tqdm(
+            total=0,
+            unit="s",
+            desc="audio",
+            position=1,
+            dynamic_ncols=True,
+            bar_format="{desc}: {n:.0f}s transcribed [{elapsed}, {rate_fmt}]",
+        )
 
     def file_done(self, row: dict[str, Any]) -> None:
         self.files.update(1)

@@ -38,9 +38,7 @@ class TranscribeOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field(DEFAULT_MODEL, description="Whisper size (tiny ... large-v3, turbo) or a local model path.")
-    engine: EngineName = Field(
-        "auto", description="auto: faster-whisper on CPU, openai-whisper on CUDA."
-    )
+    engine: EngineName = Field("auto", description="auto: faster-whisper on CPU, openai-whisper on CUDA.")
     device: DeviceName = Field("auto", description="auto: CUDA when available, else CPU.")
     compute_type: str = Field(
         "auto", description="faster-whisper compute type (int8 on CPU, float16 on CUDA when auto)."
@@ -51,7 +49,7 @@ class TranscribeOptions(BaseModel):
     temperatures: tuple[float, ...] = Field(
         DEFAULT_TEMPERATURES,
         min_length=1,
-        description="Temperature, then the fallbacks tried when decoding fails its checks. One value disables fallback.",
+        description="First temperature, then fallbacks tried when decoding fails its checks; one value: no fallback.",
     )
     initial_prompt: str | None = Field(None, max_length=1000, description="Text that primes the first window.")
     word_timestamps: bool = Field(False, description="Word-level timing (needed for line-width-aware subtitles).")

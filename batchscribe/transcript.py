@@ -59,8 +59,12 @@ class Transcript:
             }
             if s.words:
                 d["words"] = [
-                    {"word": w.word, "start": round(w.start_s, 3), "end": round(w.end_s, 3),
-                     "probability": w.probability}
+                    {
+                        "word": w.word,
+                        "start": round(w.start_s, 3),
+                        "end": round(w.end_s, 3),
+                        "probability": w.probability,
+                    }
                     for w in s.words
                 ]
             segments.append(d)

@@ -63,8 +63,14 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     cache_dir = request.cache_path()
     output_root = str(Path(request.output).expanduser().absolute())
     items = resolve_inputs(request.inputs)
-    logger.info("Transcribing %d files with %s %s (%s) into %s", len(items), options.engine, options.model,
-                options.compute_type, output_root)
+    logger.info(
+        "Transcribing %d files with %s %s (%s) into %s",
+        len(items),
+        options.engine,
+        options.model,
+        options.compute_type,
+        output_root,
+    )
 
     storage = cache_dir / "results"
     extract = extract_audio.with_options(result_storage=storage)
@@ -76,8 +82,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
         result = transcribe.submit(staged, audio, options, str(cache_dir))
         jobs[result.task_run_id] = FileJob(item, staged, audio, result)
 
-    progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress",
-                                           description=f"{len(items)} files")
+    progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     manifest = read_manifest(output_root)
     rows: list[dict[str, Any]] = []
     for done in as_completed([job.result for job in jobs.values()]):
@@ -126,8 +131,9 @@ def _finish_file(job: FileJob, options: TranscribeOptions, request: BatchRequest
         return row
 
     result: TranscribeResult = job.result.result()
-    exported = export_subtitles(result.transcript, job.item.relative_path, output_root, request.outputs,
-                                return_state=True)
+    exported = export_subtitles(
+        result.transcript, job.item.relative_path, output_root, request.outputs, return_state=True
+    )
     if not exported.is_completed():
         row.update(_error_columns(exported.result(raise_on_failure=False)))
         return row

@@ -113,9 +113,9 @@ def stage_remote(item: InputItem, download_dir: Path) -> StagedFile:
     """Download a URL with fsspec into `download_dir`, streaming, then hash it."""
     import fsspec
 
-    target = download_dir / hashlib.sha256(item.source.encode()).hexdigest()[:32] / PurePosixPath(
-        item.relative_path
-    ).name
+    target = (
+        download_dir / hashlib.sha256(item.source.encode()).hexdigest()[:32] / PurePosixPath(item.relative_path).name
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:

@@ -164,9 +164,7 @@ class SubtitlesWriter(ResultWriter):
 
     def write_result(self, transcript: Transcript, file: TextIO, options: OutputOptions) -> None:
         file.write(self.header)
-        cues = layout_cues(
-            transcript, max_line_width=options.max_line_width, max_line_count=options.max_line_count
-        )
+        cues = layout_cues(transcript, max_line_width=options.max_line_width, max_line_count=options.max_line_count)
         for number, cue in enumerate(cues, start=1):
             text = cue.text
             if self.escape_html:
@@ -237,9 +235,7 @@ def _safe_parts(relative_path: str) -> list[str]:
     return parts
 
 
-def output_paths(
-    relative_path: str, output_root: str, formats: Iterable[FormatName]
-) -> dict[FormatName, str]:
+def output_paths(relative_path: str, output_root: str, formats: Iterable[FormatName]) -> dict[FormatName, str]:
     """Where each format's file goes: the input's path under `output_root`, plus `.<format>`.
 
     The whole input name is kept, so `a/talk.mp3` -> `<root>/a/talk.mp3.srt` never collides with

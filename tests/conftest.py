@@ -123,8 +123,17 @@ def bad_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files["text_as_mp3"].write_text("These are meeting notes, not audio.\n")
     data = (SPEECH / "en2.mp3").read_bytes()
     files["truncated_mp3"].write_bytes(data[: len(data) // 2 + 7])  # cut mid-frame
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=5:duration=2", "-c:v", "libx264",
-           "-pix_fmt", "yuv420p", f"file:{files['video_no_audio']}")
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=5:duration=2",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        f"file:{files['video_no_audio']}",
+    )
     ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "4", f"file:{files['silence']}")
     shutil.copy(SPEECH / "en2.mp3", files["odd_name"])
     return files

@@ -14,9 +14,11 @@ from tasks.audio import decode_audio, load_audio
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 ENGLISH_WER_BOUND = 0.15  # base on espeak-ng English measured ~5% (shared notes); keep headroom for noise
 
+
 def wer(reference: str, hypothesis: str) -> float:
     words = lambda t: " ".join(re.sub(r"[^\w']+", " ", t.lower()).split())  # noqa: E731
     return jiwer.wer(words(reference), words(hypothesis))
+
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
@@ -26,9 +28,11 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
         for name in ("en.wav", "en2.mp3", "es.mp3", "fr.mp3", "de.mp3")
     }
 
+
 def test_default_cpu_engine_is_faster_whisper_int8() -> None:
     opts = TranscribeOptions(device="cpu").resolved()
     assert (opts.engine, opts.compute_type) == ("faster-whisper", "int8")
+
 
 @pytest.mark.parametrize("name", ["en.wav", "en2.mp3"])
 def test_english_wer_is_under_the_bound(name, audio, clips, session_cache) -> None:
@@ -39,6 +43,7 @@ def test_english_wer_is_under_the_bound(name, audio, clips, session_cache) -> No
     assert transcript.text == "".join(s.text for s in transcript.segments)
     assert 0 <= transcript.segments[0].start_s < transcript.segments[-1].end_s <= transcript.duration_s + 0.5
 
+
 @pytest.mark.parametrize("name", ["en.wav", "es.mp3", "fr.mp3", "de.mp3"])
 def test_language_is_detected(name, audio, clips, session_cache) -> None:
     opts = TranscribeOptions(device="cpu").resolved()
@@ -46,10 +51,12 @@ def test_language_is_detected(name, audio, clips, session_cache) -> None:
     assert transcript.language == clips[name]["language"]
     assert transcript.language_probability > 0.5
 
+
 def test_silence_invents_no_words(session_cache) -> None:
     opts = TranscribeOptions(device="cpu").resolved()
     transcript = load_engine(opts, session_cache).transcribe(np.zeros(16_000 * 5, dtype=np.float32), opts)
     assert len(transcript.text.split()) <= 1, transcript.text
+
 
 def test_forced_language_and_translate(audio, session_cache) -> None:
     opts = TranscribeOptions(device="cpu", language="es", task="translate").resolved()
@@ -57,6 +64,7 @@ def test_forced_language_and_translate(audio, session_cache) -> None:
     assert transcript.language == "es" and transcript.language_probability == 1.0
     text = transcript.text.lower()
     assert any(w in text for w in ("weather", "park", "saturday", "parents", "week")), text
+
 
 def test_openai_whisper_engine_on_cpu(audio, clips, session_cache) -> None:
     opts = TranscribeOptions(engine="openai-whisper", device="cpu", temperatures=(0.0,)).resolved()

@@ -78,8 +78,7 @@ def speech() -> tuple[np.ndarray, str]:
 
 def _parts() -> list[Path]:
     return [
-        weights._package_data_dir(name) / f"model.bin.part{i}"
-        for i, name in enumerate(weights._PART_PACKAGES, start=1)
+        weights._package_data_dir(name) / f"model.bin.part{i}" for i, name in enumerate(weights._PART_PACKAGES, start=1)
     ]
 
 
@@ -132,9 +131,7 @@ def test_assembly_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert (target / "model.bin").stat().st_size == sum(p.stat().st_size for p in _parts())
 
 
-def test_checkpoint_loads_strictly_in_openai_whisper(
-    checkpoint: Path, ct2_dir: Path, weights_cache: Path
-) -> None:
+def test_checkpoint_loads_strictly_in_openai_whisper(checkpoint: Path, ct2_dir: Path, weights_cache: Path) -> None:
     import torch
     import whisper
 
@@ -181,9 +178,7 @@ def test_quantized_model_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_engines_give_the_same_words(
-    ct2_dir: Path, weights_cache: Path, speech: tuple[np.ndarray, str]
-) -> None:
+def test_engines_give_the_same_words(ct2_dir: Path, weights_cache: Path, speech: tuple[np.ndarray, str]) -> None:
     import jiwer
     import whisper
     from faster_whisper import WhisperModel

@@ -51,8 +51,9 @@ def test_batch_with_bad_inputs(prefect_server, bad_media, cache_dir, tmp_path, c
     for path in bad_media.values():
         shutil.copy(path, inbox / path.name)
     out = tmp_path / "out"
-    request = BatchRequest(inputs=[str(inbox), str(tmp_path / "missing.mp3")], output=str(out),
-                           cache_dir=str(cache_dir))
+    request = BatchRequest(
+        inputs=[str(inbox), str(tmp_path / "missing.mp3")], output=str(out), cache_dir=str(cache_dir)
+    )
 
     state, batch = run(request)
 
@@ -86,8 +87,9 @@ def test_batch_with_bad_inputs(prefect_server, bad_media, cache_dir, tmp_path, c
     assert sorted(on_disk["relative_path"]) == sorted(rows.index)
 
 
-def test_rerun_transcribes_nothing_and_a_changed_file_only_itself(prefect_server, cache_dir, tmp_path,
-                                                                   counters) -> None:
+def test_rerun_transcribes_nothing_and_a_changed_file_only_itself(
+    prefect_server, cache_dir, tmp_path, counters
+) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for name in ("en.wav", "en2.mp3", "es.mp3"):
@@ -107,23 +109,34 @@ def test_rerun_transcribes_nothing_and_a_changed_file_only_itself(prefect_server
     state, third = run(request)
     assert counters == {"transcribe": 4, "decode": 4}
     changed = third.set_index("relative_path").loc["es.mp3"]
-    assert changed["language"] == "fr" and changed["sha256"] != first.set_index("relative_path").loc[
-        "es.mp3", "sha256"]
+    assert changed["language"] == "fr" and changed["sha256"] != first.set_index("relative_path").loc["es.mp3", "sha256"]
 
 
 def test_cli_exit_codes_and_summary(prefect_server, bad_media, cache_dir, tmp_path) -> None:
     cli = [sys.executable, "-m", "batchscribe.cli", "run", "--no-progress", "--cache-dir", str(cache_dir)]
-    good = subprocess.run([*cli, str(SPEECH / "en2.mp3"), "--output", str(tmp_path / "a"), "-f", "srt,txt"],
-                          capture_output=True, text=True, timeout=600)
+    good = subprocess.run(
+        [*cli, str(SPEECH / "en2.mp3"), "--output", str(tmp_path / "a"), "-f", "srt,txt"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert good.returncode == 0, good.stderr
     assert "en2.mp3" in good.stdout and "manifest:" in good.stdout
     assert sorted(p.name for p in (tmp_path / "a").glob("en2*")) == ["en2.mp3.srt", "en2.mp3.txt"]
 
-    bad = subprocess.run([*cli, str(SPEECH / "en2.mp3"), str(bad_media["text_as_mp3"]),
-                          "--output", str(tmp_path / "b")], capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(
+        [*cli, str(SPEECH / "en2.mp3"), str(bad_media["text_as_mp3"]), "--output", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 1
     assert "not an audio or video file" in bad.stdout and "1 of 2 files did not transcribe" in bad.stderr
 
-    usage = subprocess.run([*cli, "x.mp3", "--output", str(tmp_path / "c"), "--beam-size", "0"],
-                           capture_output=True, text=True, timeout=120)
+    usage = subprocess.run(
+        [*cli, "x.mp3", "--output", str(tmp_path / "c"), "--beam-size", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert usage.returncode == 2 and "beam_size" in usage.stderr

@@ -8,22 +8,51 @@ from tasks.manifest import COLUMNS, MANIFEST_CSV, MANIFEST_PARQUET, merge_rows, 
 def test_empty_manifest_has_every_column(tmp_path: Path) -> None:
     df = read_manifest(tmp_path)
     assert list(df.columns) == list(COLUMNS) and len(df) == 0
-    for column in ("source", "relative_path", "sha256", "status", "error", "language", "language_probability",
-                   "duration_s", "engine", "model", "options_hash", "txt_path", "vtt_path", "srt_path",
-                   "tsv_path", "json_path", "started_at", "finished_at", "wall_s", "realtime_factor", "attempts"):
+    for column in (
+        "source",
+        "relative_path",
+        "sha256",
+        "status",
+        "error",
+        "language",
+        "language_probability",
+        "duration_s",
+        "engine",
+        "model",
+        "options_hash",
+        "txt_path",
+        "vtt_path",
+        "srt_path",
+        "tsv_path",
+        "json_path",
+        "started_at",
+        "finished_at",
+        "wall_s",
+        "realtime_factor",
+        "attempts",
+    ):
         assert column in COLUMNS
 
 
 def test_merge_replaces_by_relative_path_and_keeps_other_rows(tmp_path: Path) -> None:
-    m = merge_rows(read_manifest(tmp_path), [{"relative_path": "a.mp3", "status": "failed", "error": "bad"},
-                                              {"relative_path": "b.mp3", "status": "ok"}])
+    m = merge_rows(
+        read_manifest(tmp_path),
+        [{"relative_path": "a.mp3", "status": "failed", "error": "bad"}, {"relative_path": "b.mp3", "status": "ok"}],
+    )
     m = merge_rows(m, [{"relative_path": "a.mp3", "status": "ok", "error": ""}])
     assert m.set_index("relative_path")["status"].to_dict() == {"a.mp3": "ok", "b.mp3": "ok"}
 
 
 def test_write_is_atomic_and_round_trips(tmp_path: Path) -> None:
-    rows = [{"relative_path": "a.mp3", "status": "ok", "duration_s": 1.5, "attempts": 1,
-             "started_at": pd.Timestamp("2026-01-01T00:00:00Z")}]
+    rows = [
+        {
+            "relative_path": "a.mp3",
+            "status": "ok",
+            "duration_s": 1.5,
+            "attempts": 1,
+            "started_at": pd.Timestamp("2026-01-01T00:00:00Z"),
+        }
+    ]
     write_manifest(merge_rows(read_manifest(tmp_path), rows), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_CSV, MANIFEST_PARQUET]  # no temp files
     back = read_manifest(tmp_path)

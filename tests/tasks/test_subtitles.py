@@ -35,8 +35,7 @@ def _words(start_s: float, end_s: float, text: str) -> tuple[Word, ...]:
     tokens = text.split()
     step_s = (end_s - start_s) / len(tokens)
     return tuple(
-        Word(start_s + i * step_s, start_s + (i + 1) * step_s, " " + token, 0.9)
-        for i, token in enumerate(tokens)
+        Word(start_s + i * step_s, start_s + (i + 1) * step_s, " " + token, 0.9) for i, token in enumerate(tokens)
     )
 
 
@@ -184,9 +183,7 @@ def test_writers_cover_every_format():
 
 
 def test_clamps_skips_and_never_emits_arrow():
-    transcript = _transcript(
-        (2.0, 1.0, " backwards --> and ---> arrows"), (3.0, 4.0, ""), (4.0, 5.0, " \n ")
-    )
+    transcript = _transcript((2.0, 1.0, " backwards --> and ---> arrows"), (3.0, 4.0, ""), (4.0, 5.0, " \n "))
     cues = layout_cues(transcript)
     assert len(cues) == 1
     assert cues[0].start_s == 2.0 and cues[0].end_s == 2.0
@@ -256,9 +253,7 @@ def test_output_paths_mirror_the_input(tmp_path):
     assert output_paths("a\\talk.mp3", root, ("srt",)) == {"srt": paths["srt"]}
 
 
-@pytest.mark.parametrize(
-    "first, second", [("talk.mp3", "talk.wav"), ("a/x.mp3", "b/x.mp3"), ("x.mp3", "x/mp3")]
-)
+@pytest.mark.parametrize("first, second", [("talk.mp3", "talk.wav"), ("a/x.mp3", "b/x.mp3"), ("x.mp3", "x/mp3")])
 def test_output_paths_never_collide(tmp_path, first, second):
     a = output_paths(first, str(tmp_path), ALL_FORMATS)
     b = output_paths(second, str(tmp_path), ALL_FORMATS)
@@ -267,8 +262,20 @@ def test_output_paths_never_collide(tmp_path, first, second):
 
 @pytest.mark.parametrize(
     "relative_path",
-    ["", ".", "../x.mp3", "a/../../x.mp3", "a/..", "/etc/passwd", "C:/x.mp3", "c:x.mp3", "..\\x.mp3",
-     "a\\..\\..\\x.mp3", "\\\\server\\share\\x.mp3", "x\0.mp3"],
+    [
+        "",
+        ".",
+        "../x.mp3",
+        "a/../../x.mp3",
+        "a/..",
+        "/etc/passwd",
+        "C:/x.mp3",
+        "c:x.mp3",
+        "..\\x.mp3",
+        "a\\..\\..\\x.mp3",
+        "\\\\server\\share\\x.mp3",
+        "x\0.mp3",
+    ],
 )
 def test_output_paths_refuse_escapes(tmp_path, relative_path):
     with pytest.raises(ValueError):
