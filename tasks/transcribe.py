@@ -12,9 +12,10 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from batchscribe.engines import load_engine
+from batchscribe.longform import transcribe_pcm
 from batchscribe.options import TranscribeOptions
 from batchscribe.transcript import Transcript
-from tasks.audio import AudioFile, decode_audio, load_audio
+from tasks.audio import AudioFile, decode_audio
 from tasks.fetch import StagedFile
 
 logger = logging.getLogger(__name__)
@@ -72,12 +73,11 @@ def transcribe_audio(
     path = Path(audio.path)
     if not path.exists():  # the decoded copy was cleaned up since it was cached: decode again
         decode_audio(Path(staged.local_path), path)
-    samples = load_audio(path)
     engine = load_engine(options, Path(cache_dir))
     with engine.lock:
         started_at = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        transcript = engine.transcribe(samples, options)
+        transcript = transcribe_pcm(engine, path, options)
         transcribe_s = time.perf_counter() - t0
     path.unlink(missing_ok=True)  # the transcript is cached now; decoded PCM is 115 MB per hour
     context = TaskRunContext.get()
