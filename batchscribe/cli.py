@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from batchscribe.options import ALL_FORMATS, DEFAULT_MODEL
@@ -58,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=4, help="files fetched and decoded concurrently")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
+    server = sub.add_parser("server", help="the local Prefect server used when PREFECT_API_URL is not set")
+    server.add_argument("action", choices=["start", "stop", "status"])
     return parser
 
 
@@ -105,19 +106,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"batchscribe: invalid option: {e}", file=sys.stderr)
         return EXIT_USAGE
 
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from batchscribe import progress
+    from batchscribe.server import ensure_local_server, running_server
+    from batchscribe.storage import join, output_root
     from flows.transcribe_batch import BatchFailed, transcribe_batch
     from tasks.fetch import resolve_inputs
     from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET
 
+    # A configured server (PREFECT_API_URL, or a Prefect profile) wins; else the local one, started once.
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        if not running_server():
+            print(
+                "starting the local Prefect server (first run only; `batchscribe server stop` stops it)",
+                file=sys.stderr,
+            )
+        api_url = ensure_local_server()
     total = len(resolve_inputs(request.inputs))
     bar = None if args.no_progress else _ProgressBar(total)
     unsubscribe = progress.subscribe(bar.file_done) if bar else (lambda: None)
     try:
         flow = transcribe_batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=request.max_workers))
-        state = flow(request, return_state=True)
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            state = flow(request, return_state=True)
     finally:
         unsubscribe()
         if bar:
@@ -131,8 +145,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         manifest = result
     print(summary_table(manifest))
-    out = Path(request.output).expanduser().absolute()
-    print(f"\nmanifest: {out / MANIFEST_PARQUET} (and {MANIFEST_CSV})")
+    print(f"\nmanifest: {join(output_root(request.output), MANIFEST_PARQUET)} (and {MANIFEST_CSV})")
     failed = int((manifest["status"] != "ok").sum())
     if failed:
         print(f"{failed} of {len(manifest)} files did not transcribe; see the error column.", file=sys.stderr)
@@ -195,11 +208,25 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `batchscribe` command."""
     args = build_parser().parse_args(argv)
     for key, value in PREFECT_DEFAULTS.items():
-        if not (args.verbose and key == "PREFECT_LOGGING_LEVEL"):
+        if not (getattr(args, "verbose", False) and key == "PREFECT_LOGGING_LEVEL"):
             os.environ.setdefault(key, value)
     if args.command == "run":
         return run(args)
-    return EXIT_USAGE  # pragma: no cover - argparse requires a command
+    return server(args.action)
+
+
+def server(action: str) -> int:
+    """`batchscribe server start|stop|status`."""
+    from batchscribe.server import ensure_local_server, running_server, state_dir, stop_local_server
+
+    if action == "start":
+        print(f"local Prefect server: {ensure_local_server()} (UI at the same address without /api)")
+    elif action == "stop":
+        print("stopped" if stop_local_server() else "no local server was running")
+    else:
+        info = running_server()
+        print(f"running: {info['api_url']} (pid {info['pid']}), data in {state_dir()}" if info else "not running")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -120,6 +120,17 @@ class BatchRequest(BaseModel):
         None, description="Cached task results, weights and decoded audio; default ~/.cache/batchscribe."
     )
     max_workers: int = Field(4, ge=1, le=64, description="Files fetched and decoded concurrently.")
+    storage_options: dict[str, dict] = Field(
+        default_factory=dict,
+        description="fsspec options per URL protocol for inputs and outputs, e.g. {'s3': {'endpoint_url': ...}} "
+        "or {'ipfs': {'gateway': ...}}. Never logged or written to the manifest; prefer environment credentials.",
+        repr=False,
+    )
+    relative_paths: dict[str, str] | None = Field(
+        None,
+        description="Source -> relative path under the output folder, for sources whose manifest key must not "
+        "change (rerun-failed sets it); other inputs get theirs from the folder they have in common.",
+    )
 
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()

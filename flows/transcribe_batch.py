@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -12,7 +11,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from batchscribe import progress
+from batchscribe import progress, storage
 from batchscribe.options import BatchRequest, TranscribeOptions
 from tasks.audio import AudioFile, NoAudioError, extract_audio
 from tasks.fetch import InputItem, StagedFile, resolve_inputs, stage_input
@@ -61,8 +60,8 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     logger = get_run_logger()
     options = request.transcribe.resolved()
     cache_dir = request.cache_path()
-    output_root = str(Path(request.output).expanduser().absolute())
-    items = resolve_inputs(request.inputs)
+    output_root = storage.output_root(request.output)
+    items = resolve_inputs(request.inputs, request.relative_paths, request.storage_options)
     logger.info(
         "Transcribing %d files with %s %s (%s) into %s",
         len(items),
@@ -72,24 +71,24 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
         output_root,
     )
 
-    storage = cache_dir / "results"
-    extract = extract_audio.with_options(result_storage=storage)
-    transcribe = transcribe_audio.with_options(result_storage=storage)
+    results = cache_dir / "results"
+    extract = extract_audio.with_options(result_storage=results)
+    transcribe = transcribe_audio.with_options(result_storage=results)
     jobs: dict[Any, FileJob] = {}
     for item in items:
-        staged = stage_input.submit(item, str(cache_dir))
+        staged = stage_input.submit(item, str(cache_dir), request.storage_options)
         audio = extract.submit(staged, str(cache_dir))
         result = transcribe.submit(staged, audio, options, str(cache_dir))
         jobs[result.task_run_id] = FileJob(item, staged, audio, result)
 
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
-    manifest = read_manifest(output_root)
+    manifest = read_manifest(output_root, request.storage_options)
     rows: list[dict[str, Any]] = []
     for done in as_completed([job.result for job in jobs.values()]):
         row = _finish_file(jobs[done.task_run_id], options, request, output_root)
         rows.append(row)
         manifest = merge_rows(manifest, [row])
-        write_manifest(manifest, output_root)
+        write_manifest(manifest, output_root, request.storage_options)
         update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(rows) / len(items))
         progress.file_finished(row)
 
@@ -132,7 +131,12 @@ def _finish_file(job: FileJob, options: TranscribeOptions, request: BatchRequest
 
     result: TranscribeResult = job.result.result()
     exported = export_subtitles(
-        result.transcript, job.item.relative_path, output_root, request.outputs, return_state=True
+        result.transcript,
+        job.item.relative_path,
+        output_root,
+        request.outputs,
+        request.storage_options,
+        return_state=True,
     )
     if not exported.is_completed():
         row.update(_error_columns(exported.result(raise_on_failure=False)))

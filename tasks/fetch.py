@@ -5,10 +5,13 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from prefect import task
+
+from batchscribe import storage
+from batchscribe.storage import StorageOptions
 
 # Containers and codecs ffmpeg decodes that people keep speech in; a folder expands to these.
 MEDIA_EXTENSIONS = frozenset(
@@ -46,18 +49,26 @@ def is_url(text: str) -> bool:
     return "://" in text and not Path(text).exists()
 
 
-def resolve_inputs(inputs: list[str]) -> list[InputItem]:
+def resolve_inputs(
+    inputs: list[str], relative_paths: dict[str, str] | None = None, storage_options: StorageOptions | None = None
+) -> list[InputItem]:
     """Expand files, folders (recursively, media files only) and globs into one item per file.
 
     Relative paths are taken from the deepest folder that holds every input, so `a/talk.mp3` and
     `b/talk.mp3` keep their folders and never share an output path. A missing path or a folder or glob
     with no media becomes an item carrying its error, so it ends as a manifest row of its own.
+    `relative_paths` (source -> relative path) pins the relative path of the sources it names, so a rerun of
+    some rows of a manifest keeps their keys whatever folder the rerun's inputs have in common.
+    URLs expand too (see `expand_url`): `ipfs://CID[/path]` to the media files under it (verified), a
+    folder-like fsspec URL (`s3://bucket/prefix/`, `memory://dir`) or a glob to its media files, any other
+    URL (`https://...`) to itself. `storage_options` holds fsspec options per protocol (never logged).
     """
     found: list[tuple[str, Path | None]] = []  # (source, the file) or (source, None) when nothing matched
     roots: list[Path] = []
+    remote: list[InputItem] = []
     for raw in inputs:
         if is_url(raw):
-            found.append((raw, None))
+            remote.extend(expand_url(raw, storage_options))
             continue
         path = Path(raw).expanduser()
         if glob.has_magic(raw):
@@ -75,17 +86,79 @@ def resolve_inputs(inputs: list[str]) -> list[InputItem]:
     root = Path(os.path.commonpath([str(r) for r in roots])) if roots else Path("/")
 
     items: dict[str, InputItem] = {}
+    for item in remote:
+        items.setdefault(item.source, item)
     for source, file in found:
-        if file is None and is_url(source):
-            items.setdefault(source, InputItem(source, _url_relative_path(source)))
-        elif file is None:
+        if file is None:
             name = _safe_relative(Path(source).name or "input")
             items.setdefault(source, InputItem(source, name, f"no media files found in {source}"))
         else:
             rel = _safe_relative(file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name)
             error = "" if file.exists() else f"file not found: {source}"
             items.setdefault(source, InputItem(source, rel, error))
-    return list(items.values())
+    pinned = relative_paths or {}
+    return [
+        replace(i, relative_path=_safe_relative(pinned[i.source])) if i.source in pinned else i for i in items.values()
+    ]
+
+
+def expand_url(url: str, storage_options: StorageOptions | None = None) -> list[InputItem]:
+    """One item per media file a URL names; a URL that cannot be listed becomes one item carrying its error.
+
+    Relative paths are the URL's host and path (`s3://bucket/a/x.mp3` -> `bucket/a/x.mp3`), and for IPFS
+    the CID and the path inside it (`ipfs://CID/a/x.mp3` -> `CID/a/x.mp3`), so outputs mirror the source.
+    """
+    try:
+        if storage.protocol(url) == "ipfs":
+            return _expand_ipfs(url, storage_options)
+        return _expand_fsspec(url, storage_options)
+    except Exception as e:  # noqa: BLE001 - any listing failure becomes that input's row
+        return [InputItem(url, _url_relative_path(url), f"cannot list {url}: {_describe(e)}")]
+
+
+def _expand_ipfs(url: str, storage_options: StorageOptions | None) -> list[InputItem]:
+    from batchscribe import ipfs
+
+    root, path = ipfs.parse_ipfs_url(url)
+    files = ipfs.list_files(url, **_ipfs_options(storage_options))
+    base = "/".join([str(root), *path])
+    if len(files) == 1 and files[0].path == "":
+        return [InputItem(f"ipfs://{base}", _safe_relative(base))]
+    items = [
+        InputItem(f"ipfs://{base}/{f.path}", _safe_relative(f"{base}/{f.path}"), f.error)
+        for f in files
+        if f.error
+        or (PurePosixPath(f.path).suffix.lower() in MEDIA_EXTENSIONS and not f.path.split("/")[-1].startswith("."))
+    ]
+    return items or [InputItem(url, _safe_relative(base), f"no media files found in {url}")]
+
+
+def _expand_fsspec(url: str, storage_options: StorageOptions | None) -> list[InputItem]:
+    if storage.protocol(url) in ("http", "https"):
+        return [InputItem(url, _url_relative_path(url))]  # a web server has no listing to trust
+    fs, path = storage.filesystem(url, storage_options)
+    if glob.has_magic(path):
+        files = [p for p in fs.glob(path) if fs.isfile(p)]
+    elif url.endswith("/") or fs.isdir(path):
+        files = [
+            p
+            for p in fs.find(path)
+            if PurePosixPath(p).suffix.lower() in MEDIA_EXTENSIONS
+            and not any(part.startswith(".") for part in PurePosixPath(p).relative_to(path.rstrip("/") or "/").parts)
+        ]
+    else:
+        return [InputItem(url, _url_relative_path(url))]
+    items = [InputItem(u, _url_relative_path(u)) for u in (fs.unstrip_protocol(p) for p in sorted(files))]
+    return items or [InputItem(url, _url_relative_path(url), f"no media files found in {url}")]
+
+
+def _ipfs_options(storage_options: StorageOptions | None) -> dict[str, str | None]:
+    options = (storage_options or {}).get("ipfs", {})
+    return {"gateway": options.get("gateway"), "rpc": options.get("api")}
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
 
 
 def stage_local(item: InputItem) -> StagedFile:
@@ -109,26 +182,82 @@ def stage_local(item: InputItem) -> StagedFile:
     return StagedFile(item.source, item.relative_path, str(path), digest, size)
 
 
-def stage_remote(item: InputItem, download_dir: Path) -> StagedFile:
-    """Download a URL with fsspec into `download_dir`, streaming, then hash it."""
-    import fsspec
+def stage_remote(
+    item: InputItem,
+    download_dir: Path,
+    storage_options: StorageOptions | None = None,
+    max_bytes: int | None = None,
+) -> StagedFile:
+    """Download a URL once into a content-addressed cache under `download_dir`, streaming, then hash it.
 
-    target = (
-        download_dir / hashlib.sha256(item.source.encode()).hexdigest()[:32] / PurePosixPath(item.relative_path).name
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
-        with fsspec.open(item.source, "rb") as src, tmp.open("wb") as dst:
-            while chunk := src.read(HASH_CHUNK_BYTES):
-                dst.write(chunk)
-        os.replace(tmp, target)
-    except FileNotFoundError as e:
-        raise InputError(f"not found: {item.source}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
+    The cache key is the IPFS CID and path (immutable), or the URL with its ETag, size and modification
+    time, so a rerun finds the file already there and downloads nothing. IPFS content is verified against
+    its CID. Network failures raise ConnectionError (retried); missing or bad content raises InputError.
+    """
+    if storage.protocol(item.source) == "ipfs":
+        from batchscribe import ipfs
+
+        key = "ipfs-" + hashlib.sha256(item.source.removeprefix("ipfs://").encode()).hexdigest()[:32]
+        target = download_dir / key / _download_name(item)
+        if not target.exists():
+            ipfs.download(item.source, target, max_bytes=max_bytes, **_ipfs_options(storage_options))
+    else:
+        target = _download_fsspec(item, download_dir, storage_options, max_bytes)
     staged = stage_local(InputItem(str(target), item.relative_path))
     return StagedFile(item.source, item.relative_path, staged.local_path, staged.sha256, staged.size_bytes)
+
+
+def _download_name(item: InputItem) -> str:
+    return _safe_relative(PurePosixPath(item.relative_path).name)
+
+
+def _download_fsspec(
+    item: InputItem, download_dir: Path, storage_options: StorageOptions | None, max_bytes: int | None
+) -> Path:
+    try:
+        fs, path = storage.filesystem(item.source, storage_options)
+        info = fs.info(path)
+        size = info.get("size")
+        if max_bytes is not None and size is not None and size > max_bytes:
+            raise InputError(f"{item.source} is {size} bytes, larger than the size cap of {max_bytes} bytes")
+        version = [str(info.get(k, "")) for k in ("ETag", "etag", "LastModified", "mtime", "VersionId")]
+        key = hashlib.sha256("\n".join([item.source, str(size), *version]).encode()).hexdigest()[:32]
+        target = download_dir / key / _download_name(item)
+        if target.exists() and (size is None or target.stat().st_size == size):
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            written = 0
+            with fs.open(path, "rb", block_size=HASH_CHUNK_BYTES * 5) as src, tmp.open("wb") as dst:
+                while chunk := src.read(HASH_CHUNK_BYTES):
+                    written += len(chunk)
+                    if max_bytes is not None and written > max_bytes:
+                        raise InputError(f"{item.source} is larger than the size cap of {max_bytes} bytes")
+                    dst.write(chunk)
+            if size is not None and written != size:
+                raise ConnectionError(f"download of {item.source} ended early: {written} of {size} bytes")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+    except (InputError, ConnectionError):
+        raise
+    except FileNotFoundError as e:
+        raise InputError(f"not found: {item.source}") from e
+    except PermissionError as e:
+        raise InputError(f"permission denied reading {item.source}") from e
+    except Exception as e:  # noqa: BLE001 - aiohttp/botocore errors are not OSErrors: classify by name
+        if _looks_transient(e):
+            raise ConnectionError(f"download of {item.source} failed: {type(e).__name__}: {e}") from e
+        raise
+
+
+def _looks_transient(error: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(error).__mro__}
+    transient = {"ClientError", "ClientPayloadError", "ServerDisconnectedError", "TimeoutError", "IncompleteRead"}
+    transient |= {"ReadTimeoutError", "EndpointConnectionError", "ConnectionClosedError", "OSError", "FSTimeoutError"}
+    return bool(names & transient)
 
 
 def sha256_file(path: Path) -> str:
@@ -196,10 +325,13 @@ def retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect
     retry_jitter_factor=0.2,
     retry_condition_fn=retry_if_transient,
 )
-def stage_input(item: InputItem, cache_dir: str) -> StagedFile:
-    """Make one input local and hash its content (sha256), which keys every cache downstream."""
+def stage_input(item: InputItem, cache_dir: str, storage_options: StorageOptions | None = None) -> StagedFile:
+    """Make one input local and hash its content (sha256), which keys every cache downstream.
+
+    Remote inputs (URLs, `ipfs://`) download once into `<cache_dir>/downloads`.
+    """
     if item.error:
         raise InputError(item.error)
     if is_url(item.source):
-        return stage_remote(item, Path(cache_dir) / "downloads")
+        return stage_remote(item, Path(cache_dir) / "downloads", storage_options)
     return stage_local(item)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -9,7 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+from batchscribe import storage
 from batchscribe.options import ALL_FORMATS
+from batchscribe.storage import StorageOptions
 
 MANIFEST_PARQUET = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
@@ -67,12 +70,12 @@ def normalize(rows: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def read_manifest(output_root: str | Path) -> pd.DataFrame:
-    """The manifest in `output_root`, or an empty one."""
-    path = Path(output_root) / MANIFEST_PARQUET
-    if not path.exists():
+def read_manifest(output_root: str | Path, storage_options: StorageOptions | None = None) -> pd.DataFrame:
+    """The manifest in `output_root` (a folder or fsspec URL), or an empty one."""
+    data = storage.read_bytes(storage.join(os.fspath(output_root), MANIFEST_PARQUET), storage_options)
+    if data is None:
         return empty_manifest()
-    return normalize(pd.read_parquet(path))
+    return normalize(pd.read_parquet(io.BytesIO(data)))
 
 
 def merge_rows(manifest: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -85,24 +88,21 @@ def merge_rows(manifest: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFra
     return normalize(merged.sort_values(KEY, kind="stable"))
 
 
-def write_manifest(manifest: pd.DataFrame, output_root: str | Path) -> Path:
-    """Write parquet and CSV, each to a temp file then renamed over the old one: never a torn manifest."""
-    root = Path(output_root)
-    root.mkdir(parents=True, exist_ok=True)
+def write_manifest(
+    manifest: pd.DataFrame, output_root: str | Path, storage_options: StorageOptions | None = None
+) -> str:
+    """Write parquet and CSV, each replaced in one step (see `batchscribe.storage`): never a torn manifest.
+
+    Returns the parquet path (a local path, or a URL when `output_root` is one).
+    """
+    root = os.fspath(output_root)
     manifest = normalize(manifest)
-    for name, write in (
-        (MANIFEST_PARQUET, lambda p: manifest.to_parquet(p, index=False)),
-        (MANIFEST_CSV, lambda p: manifest.to_csv(p, index=False)),
-    ):
-        tmp = root / f".{name}.{os.getpid()}.tmp"
-        try:
-            write(tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, root / name)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return root / MANIFEST_PARQUET
+    parquet = io.BytesIO()
+    manifest.to_parquet(parquet, index=False)
+    csv = manifest.to_csv(index=False).encode("utf-8")
+    for name, data in ((MANIFEST_PARQUET, parquet.getvalue()), (MANIFEST_CSV, csv)):
+        storage.write_bytes_atomic(storage.join(root, name), data, storage_options)
+    return storage.join(root, MANIFEST_PARQUET)
 
 
 def options_json(options: Any) -> str:

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import textwrap
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TextIO
@@ -24,6 +23,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from batchscribe.options import FormatName, OutputOptions
+from batchscribe.storage import StorageOptions, write_bytes_atomic
 from batchscribe.transcript import Segment, Transcript, Word
 
 MAX_PAUSE_S = 3.0  # a silence longer than this between words starts a new cue
@@ -256,33 +256,26 @@ def output_paths(relative_path: str, output_root: str, formats: Iterable[FormatN
     return {fmt: f"{base}.{WRITERS[fmt].extension}" for fmt in formats}
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    # The one place that touches the output file system: swap this for fsspec later.
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp_path, "x", encoding="utf-8", newline="") as f:  # "x": umask-respecting mode
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+def _write_text_atomic(path: str, text: str, storage_options: StorageOptions | None = None) -> None:
+    # The one place that touches the output file system: local (temp + fsync + rename) or any fsspec URL.
+    write_bytes_atomic(path, text.encode("utf-8"), storage_options)
 
 
 def write_outputs(
-    transcript: Transcript, relative_path: str, output_root: str, options: OutputOptions
+    transcript: Transcript,
+    relative_path: str,
+    output_root: str,
+    options: OutputOptions,
+    storage_options: StorageOptions | None = None,
 ) -> dict[FormatName, str]:
     """Write every format in `options.formats`, each atomically, as UTF-8.
 
     Args:
         transcript: what to write.
         relative_path: the input's path relative to its input root (see `output_paths`).
-        output_root: the output folder; missing folders are created.
+        output_root: the output folder or fsspec URL (`s3://bucket/out`); missing folders are created.
         options: formats and subtitle line limits.
+        storage_options: fsspec options per protocol for a URL `output_root` (never logged).
 
     Returns:
         The path written for each format.
@@ -291,7 +284,7 @@ def write_outputs(
     for fmt, path in paths.items():
         buffer = io.StringIO()
         WRITERS[fmt]().write_result(transcript, buffer, options)
-        _write_text_atomic(path, buffer.getvalue())
+        _write_text_atomic(path, buffer.getvalue(), storage_options)
     return paths
 
 
@@ -304,9 +297,13 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 @task(task_run_name="export-{relative_path}", cache_policy=NO_CACHE)
 def export_subtitles(
-    transcript: Transcript, relative_path: str, output_root: str, options: OutputOptions
+    transcript: Transcript,
+    relative_path: str,
+    output_root: str,
+    options: OutputOptions,
+    storage_options: StorageOptions | None = None,
 ) -> dict[FormatName, str]:
     """Write a transcript's subtitle, text and JSON files under `output_root`; returns their paths."""
-    paths = write_outputs(transcript, relative_path, output_root, options)
+    paths = write_outputs(transcript, relative_path, output_root, options, storage_options)
     _logger().info("Wrote %d files for %s", len(paths), relative_path)
     return paths

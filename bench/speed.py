@@ -1,0 +1,368 @@
+"""Throughput benchmark: the seed's approach vs each engine bare vs the full batchscribe flow, side by side.
+
+    .venv/bin/python bench/speed.py [--long-minutes 11] [--out bench/out]
+
+Every configuration runs in its own child process over the same files and the same base weights; the
+table gives x realtime, the ratio to the seed's approach (a), WER (jiwer) and peak RSS. Then the
+orchestration overhead (flow vs bare engine loop on 20 files), a cached re-run, and CLI cold start.
+Machines here are noisy: read the ratios, not the absolute seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLIP_SOURCES = [  # (file, transcripts json, key)
+    *[
+        (ROOT / "tests/fixtures/speech" / k, ROOT / "tests/fixtures/speech/clips.json", k)
+        for k in ("en.wav", "en2.mp3", "es.mp3", "fr.mp3", "de.mp3")
+    ],
+    *[
+        (ROOT / "samples" / k, ROOT / "samples/TRANSCRIPTS.json", k)
+        for k in ("lecture.wav", "podcast episode.mp3", "apollo/moon_landing.mp4", "español/entrevista.mp3")
+    ],
+]
+SAMPLE_RATE = 16_000
+
+# name -> (engine, settings); "seed" is the Bacalhau example's openai-whisper transcribe() loop.
+CONFIGS: dict[str, dict] = {
+    "a-seed-openai-fp32-beam5-fallback": {"kind": "seed"},
+    "b-openai-whisper-fp32-greedy": {"kind": "openai", "beam_size": 1, "temperatures": [0.0]},
+    "b-faster-whisper-int8-beam5": {"kind": "faster", "beam_size": 5, "batch_size": 0},
+    "b-faster-whisper-int8-beam1": {"kind": "faster", "beam_size": 1, "batch_size": 0},
+    "b-faster-whisper-int8-batched8-beam5": {"kind": "faster", "beam_size": 5, "batch_size": 8},
+    "c-batchscribe-flow-defaults": {"kind": "flow"},
+}
+
+
+# --- corpus ------------------------------------------------------------------------------------------------
+
+
+def ffmpeg() -> str:
+    from tasks.audio import ffmpeg_exe
+
+    return ffmpeg_exe()
+
+
+def decode(path: Path) -> np.ndarray:
+    out = subprocess.run(
+        [ffmpeg(), "-nostdin", "-v", "error", "-i", f"file:{path}", "-f", "s16le", "-ac", "1", "-ar", "16000", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return np.frombuffer(out, "<i2")
+
+
+def encode(pcm: np.ndarray, dest: Path) -> None:
+    subprocess.run(
+        [
+            ffmpeg(),
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "s16le",
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            "-i",
+            "-",
+            "-b:a",
+            "64k",
+            f"file:{dest}",
+        ],
+        input=pcm.astype("<i2").tobytes(),
+        check=True,
+    )
+
+
+def clips() -> list[tuple[np.ndarray, str, str]]:
+    result = []
+    for path, refs, key in CLIP_SOURCES:
+        ref = json.loads(refs.read_text())[key]
+        result.append((decode(path), ref["text"], ref["language"]))
+    return result
+
+
+def build_corpus(folder: Path, long_minutes: float, n_short: int, seed: int = 0) -> list[dict]:
+    """Short files (one to three clips each, all distinct) and one long English file of `long_minutes`."""
+    rng = random.Random(seed)
+    pool = clips()
+    english = [c for c in pool if c[2] == "en"]
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+
+    def gap() -> np.ndarray:
+        return np.zeros(int(rng.uniform(0.3, 2.5) * SAMPLE_RATE), "<i2")
+
+    for i in range(n_short):
+        picks = [pool[i % len(pool)]] + rng.sample(pool, rng.randint(0, 2))
+        picks = [p for p in picks if p[2] == picks[0][2]]  # one language per file
+        pcm = np.concatenate([x for p in picks for x in (p[0], gap())])
+        dest = folder / f"short_{i:02d}.mp3"
+        encode(pcm, dest)
+        files.append({"path": str(dest), "text": " ".join(p[1] for p in picks), "language": picks[0][2]})
+    parts, texts, seconds = [], [], 0.0
+    while seconds < long_minutes * 60:
+        clip = rng.choice(english)
+        parts += [clip[0], gap()]
+        texts.append(clip[1])
+        seconds += len(clip[0]) / SAMPLE_RATE
+    dest = folder / "long_english.mp3"
+    encode(np.concatenate(parts), dest)
+    files.append({"path": str(dest), "text": " ".join(texts), "language": "en"})
+    for f in files:
+        f["duration_s"] = len(decode(Path(f["path"]))) / SAMPLE_RATE
+    return files
+
+
+# --- one configuration, in a child process -----------------------------------------------------------------
+
+
+def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> dict:
+    """Transcribe `files` with configuration `name`; returns texts and wall time (model load included)."""
+    from batchscribe.options import TranscribeOptions
+
+    cfg = CONFIGS[name]
+    started = time.perf_counter()
+    texts: list[str] = []
+    if cfg["kind"] == "seed":
+        import whisper
+
+        from batchscribe import weights
+
+        model = weights.load_openai_model(weights.ct2_model_dir("base", cache_dir), cache_dir, "cpu")
+        for f in files:  # the seed's loop: whisper.transcribe() on the file path, fp32, beam 5, fallback on
+            texts.append(whisper.transcribe(model, f["path"], beam_size=5, best_of=5, fp16=False)["text"])
+    elif cfg["kind"] in ("openai", "faster"):
+        from batchscribe.engines import load_engine
+        from batchscribe.longform import transcribe_pcm
+        from tasks.audio import decode_audio
+
+        engine = "openai-whisper" if cfg["kind"] == "openai" else "faster-whisper"
+        settings = {k: v for k, v in cfg.items() if k != "kind"}
+        opts = TranscribeOptions(engine=engine, device="cpu", **settings).resolved()
+        model = load_engine(opts, cache_dir)
+        for f in files:
+            audio = decode_audio(Path(f["path"]), output / "pcm" / (Path(f["path"]).name + ".pcm"))
+            texts.append(transcribe_pcm(model, audio.path, opts).text)
+    else:
+        from batchscribe.options import BatchRequest
+        from flows.transcribe_batch import transcribe_batch
+
+        request = BatchRequest(inputs=[f["path"] for f in files], output=str(output), cache_dir=str(cache_dir))
+        manifest = transcribe_batch(request)
+        by_source = {r.source: r for r in manifest.itertuples()}
+        texts = [Path(by_source[f["path"]].txt_path).read_text() for f in files]
+    return {"wall_s": time.perf_counter() - started, "texts": texts}
+
+
+def child(name: str, spec: Path) -> dict:
+    """Run one configuration in a fresh process; return its result with peak RSS (MB)."""
+    out = spec.with_suffix(f".{name}.json")
+    proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--spec", str(spec), "--result", str(out)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{name} failed with status {status}")
+    result = json.loads(out.read_text())
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+# --- scoring -----------------------------------------------------------------------------------------------
+
+
+def words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w]+", " ", text.lower().replace("'", "")).split())
+
+
+def wer(files: list[dict], texts: list[str], language: str | None = None) -> float:
+    import jiwer
+
+    pairs = [(words(f["text"]), words(t)) for f, t in zip(files, texts) if language in (None, f["language"])]
+    return jiwer.wer([p[0] for p in pairs], [p[1] for p in pairs])
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return server, url
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("prefect server did not start")
+
+
+def fresh_cache(cache: Path, base_cache: Path) -> Path:
+    """A result cache of its own that shares the already assembled weights."""
+    if not cache.exists():
+        cache.mkdir()
+        (cache / "models").symlink_to(base_cache / "models", target_is_directory=True)
+    return cache
+
+
+def timed(cmd: list[str], env: dict) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, env=env, check=False, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--long-minutes", type=float, default=11.0)
+    parser.add_argument("--short-files", type=int, default=8)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
+    parser.add_argument("--skip-overhead", action="store_true", help="skip the 20-file, re-run and cold-start parts")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    parser.add_argument("--child"), parser.add_argument("--spec"), parser.add_argument("--result")
+    args = parser.parse_args()
+
+    if args.child:  # inside one configuration's process
+        spec = json.loads(Path(args.spec).read_text())
+        result = run_config(args.child, spec["files"], Path(spec["cache_dir"]), Path(spec["output"]) / args.child)
+        Path(args.result).write_text(json.dumps(result))
+        return
+
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # openai-whisper's own loader (the seed's path) calls `ffmpeg` from PATH.
+    shim = out / "bin"
+    shim.mkdir()
+    (shim / "ffmpeg").symlink_to(ffmpeg())
+    os.environ["PATH"] = f"{shim}{os.pathsep}{os.environ['PATH']}"
+    server, url = start_server(out / "prefect-home")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        report(args, out, url)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def report(args: argparse.Namespace, out: Path, url: str) -> None:
+    import platform
+
+    files = build_corpus(out / "corpus", args.long_minutes, args.short_files)
+    audio_s = sum(f["duration_s"] for f in files)
+    spec = out / "spec.json"
+    base_cache = out / "cache"
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}")
+    print(
+        f"corpus: {len(files)} files, {audio_s / 60:.1f} min of audio "
+        f"(longest {max(f['duration_s'] for f in files) / 60:.1f} min)\n"
+    )
+
+    from batchscribe import weights
+
+    weights.openai_checkpoint(weights.ct2_model_dir("base", base_cache), base_cache)  # once, outside the timings
+    rows = []
+    for name in [c for c in args.configs.split(",") if c]:
+        spec.write_text(
+            json.dumps(
+                {
+                    "files": files,
+                    "cache_dir": str(fresh_cache(out / f"cache-{name}", base_cache)),
+                    "output": str(out / "outputs"),
+                }
+            )
+        )
+        rows.append((name, child(name, spec)))
+    seed = next((r for n, r in rows if n.startswith("a-")), None)
+    print(
+        f"{'configuration':<40} {'wall s':>8} {'x realtime':>10} {'vs (a)':>7} {'WER all':>8} {'WER en':>7} "
+        f"{'peak RSS MB':>12}"
+    )
+    for name, r in rows:
+        ratio = seed["wall_s"] / r["wall_s"] if seed else float("nan")
+        print(
+            f"{name:<40} {r['wall_s']:8.1f} {audio_s / r['wall_s']:10.1f} {ratio:7.2f} "
+            f"{100 * wer(files, r['texts']):7.1f}% {100 * wer(files, r['texts'], 'en'):6.1f}% {r['peak_rss_mb']:12.0f}"
+        )
+    if args.skip_overhead:
+        return
+    overhead(out, base_cache, url)
+
+
+def overhead(out: Path, base_cache: Path, url: str) -> None:
+    """Flow vs bare loop on 20 files, a cached re-run, and CLI cold start."""
+    files = build_corpus(out / "corpus20", long_minutes=0, n_short=20, seed=1)[:-1]  # 20 short files
+    spec = out / "spec20.json"
+    results = {}
+    for name in ("b-faster-whisper-int8-beam5", "c-batchscribe-flow-defaults", "c-batchscribe-flow-defaults"):
+        cache = fresh_cache(out / ("cache20" if name.startswith("c-") else "cache20-bare"), base_cache)
+        spec.write_text(json.dumps({"files": files, "cache_dir": str(cache), "output": str(out / "outputs20")}))
+        key = name if name not in results else "rerun"
+        results[key] = child(name, spec)
+    bare, flow, rerun = (
+        results[k]["wall_s"] for k in ("b-faster-whisper-int8-beam5", "c-batchscribe-flow-defaults", "rerun")
+    )
+    print(
+        f"\n20 files: flow {flow:.1f} s vs bare engine loop {bare:.1f} s (same settings) -> {flow / bare:.3f}x "
+        "(target <= 1.05x)"
+    )
+    print(f"re-run of the finished batch: {rerun:.1f} s = {100 * rerun / flow:.1f}% of the first run (target <= 2%)")
+
+    probe = files[0]["path"]
+    env_server = {**os.environ, "PREFECT_API_URL": url}
+    env_ephemeral = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env_ephemeral["PREFECT_HOME"] = str(out / "prefect-home-ephemeral")
+    cli = [
+        sys.executable,
+        "-m",
+        "batchscribe.cli",
+        "run",
+        probe,
+        "--output",
+        str(out / "cold"),
+        "--cache-dir",
+        str(out / "cache20"),
+        "--no-progress",
+    ]
+    imports = timed(
+        [sys.executable, "-c", "import prefect, pandas, batchscribe.cli, flows.transcribe_batch"], env_server
+    )
+    with_server = min(timed(cli, env_server) for _ in range(2))
+    ephemeral = min(timed(cli, env_ephemeral) for _ in range(2))
+    print(
+        f"CLI on one cached file: imports {imports:.1f} s; with a running server {with_server:.1f} s "
+        f"(+{with_server - imports:.1f} s beyond imports); embedded/ephemeral {ephemeral:.1f} s "
+        f"(+{ephemeral - imports:.1f} s) (target <= +5 s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

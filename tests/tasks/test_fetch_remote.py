@@ -1,0 +1,294 @@
+"""Remote inputs and outputs against real servers on 127.0.0.1: HTTP, S3 (moto + s3fs), memory://, IPFS."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+import pytest
+
+from batchscribe import storage
+from tasks.fetch import InputError, InputItem, is_transient, resolve_inputs, stage_remote
+from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET, read_manifest, write_manifest
+from tests.ipfs_fixtures import Dag, TrustlessGateway
+
+MEDIA = bytes(range(256)) * 4000  # ~1 MiB: several range requests at fsspec's block size
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Serves a folder with Range support (SimpleHTTPRequestHandler has none); `drop/` paths die mid-file."""
+
+    hits: list[tuple[str, str]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(head=True)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        type(self).hits.append((self.path, self.headers.get("Range", "")))
+        path = Path(self.directory) / self.path.lstrip("/").removeprefix("drop/")
+        if not path.is_file():
+            return self.send_error(404)
+        data = path.read_bytes()
+        start, end = 0, len(data) - 1
+        if rng := self.headers.get("Range"):
+            first, _, last = rng.removeprefix("bytes=").partition("-")
+            start, end = int(first or 0), min(int(last or len(data) - 1), len(data) - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", '"v1"')
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        if head:
+            return
+        body = data[start : end + 1]
+        if self.path.startswith("/drop/"):
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the connection dies mid-file
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[str]:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "talk.mp3").write_bytes(MEDIA)
+    _Handler.hits = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_file_downloads_with_ranges_once_into_the_cache(http_server: str, tmp_path: Path) -> None:
+    [item] = resolve_inputs([f"{http_server}/talk.mp3"])
+    assert item.relative_path == f"127.0.0.1_{http_server.rsplit(':', 1)[1]}/talk.mp3" and not item.error
+    staged = stage_remote(item, tmp_path / "downloads")
+    assert Path(staged.local_path).read_bytes() == MEDIA and staged.size_bytes == len(MEDIA)
+    assert any(rng for _, rng in _Handler.hits)  # fetched by range requests
+    gets = len(_Handler.hits)
+    again = stage_remote(item, tmp_path / "downloads")
+    assert again == staged
+    assert all(rng == "" for _, rng in _Handler.hits[gets:])  # a rerun only asks for the size/ETag
+
+
+def test_http_404_is_a_permanent_clear_error(http_server: str, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found: http://127.0.0.1:.*/missing.mp3") as info:
+        stage_remote(InputItem(f"{http_server}/missing.mp3", "missing.mp3"), tmp_path)
+    assert not is_transient(info.value)
+
+
+def test_http_dropped_connection_is_transient_and_leaves_nothing(http_server: str, tmp_path: Path) -> None:
+    with pytest.raises(ConnectionError, match="drop/talk.mp3") as info:
+        stage_remote(InputItem(f"{http_server}/drop/talk.mp3", "talk.mp3"), tmp_path / "dl")
+    assert is_transient(info.value)
+    assert not [p for p in (tmp_path / "dl").rglob("*") if p.is_file()]
+
+
+def test_dropped_connection_is_retried_by_prefect_then_fails_clearly(
+    http_server: str, tmp_path: Path, prefect_server: str
+) -> None:
+    from prefect import flow
+
+    from tasks.fetch import stage_input
+
+    @flow
+    def stage_one(item: InputItem) -> object:
+        return stage_input.with_options(retry_delay_seconds=0)(item, str(tmp_path / "cache"), return_state=True)
+
+    state = stage_one(InputItem(f"{http_server}/drop/talk.mp3", "talk.mp3"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ConnectionError, match="drop/talk.mp3"):
+        state.result()
+    heads = [p for p, rng in _Handler.hits if rng == ""]
+    assert len(heads) >= 4  # the first try and 3 retries each asked again
+
+
+# ---------------------------------------------------------------------------------------------- memory://
+
+
+def test_memory_folder_expands_to_media_and_outputs_round_trip(tmp_path: Path) -> None:
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/in/a/talk.mp3": MEDIA, "/in/b/x.wav": b"wav", "/in/notes.txt": b"no", "/in/.hidden/y.mp3": b"h"})
+    items = resolve_inputs(["memory://in/"])
+    assert [(i.source, i.relative_path) for i in items] == [
+        ("memory:///in/a/talk.mp3", "in/a/talk.mp3"),
+        ("memory:///in/b/x.wav", "in/b/x.wav"),
+    ]
+    staged = stage_remote(items[0], tmp_path)
+    assert Path(staged.local_path).read_bytes() == MEDIA
+    assert resolve_inputs(["memory://nothing-here/"])[0].error
+
+    write_manifest(pd.DataFrame([{"relative_path": "a/talk.mp3", "status": "ok"}]), "memory://out")
+    assert fs.exists("/out/manifest.csv")
+    assert read_manifest("memory://out")["relative_path"].tolist() == ["a/talk.mp3"]
+    storage.write_bytes_atomic("memory://out/a/talk.mp3.srt", b"1\n")
+    assert fs.cat_file("/out/a/talk.mp3.srt") == b"1\n"
+
+
+# ---------------------------------------------------------------------------------------------- S3 (moto)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[dict[str, dict]]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {
+        "s3": {
+            "endpoint_url": f"http://{host}:{port}",
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"region_name": "eu-west-1"},
+            "skip_instance_cache": True,
+        }
+    }
+    fs, _ = storage.filesystem("s3://media", options)
+    fs.mkdir("media")
+    fs.pipe({"media/talks/a/talk.mp3": MEDIA, "media/talks/b.wav": b"RIFF", "media/talks/readme.md": b"#"})
+    fs.mkdir("out")
+    yield options
+    server.stop()
+
+
+def test_s3_prefix_expands_stages_once_and_outputs_write_back(s3: dict, tmp_path: Path) -> None:
+    items = resolve_inputs(["s3://media/talks/"], storage_options=s3)
+    assert [(i.source, i.relative_path) for i in items] == [
+        ("s3://media/talks/a/talk.mp3", "media/talks/a/talk.mp3"),
+        ("s3://media/talks/b.wav", "media/talks/b.wav"),
+    ]
+    staged = stage_remote(items[0], tmp_path / "dl", s3)
+    assert Path(staged.local_path).read_bytes() == MEDIA
+    assert stage_remote(items[0], tmp_path / "dl", s3).local_path == staged.local_path
+    assert len(list((tmp_path / "dl").iterdir())) == 1
+
+    with pytest.raises(InputError, match="not found"):
+        stage_remote(InputItem("s3://media/talks/nope.mp3", "nope.mp3"), tmp_path / "dl", s3)
+    with pytest.raises(InputError, match="size cap"):
+        stage_remote(items[1], tmp_path / "dl2", s3, max_bytes=2)
+
+    rows = pd.DataFrame([{"relative_path": "media/talks/a/talk.mp3", "status": "ok", "size_bytes": len(MEDIA)}])
+    assert write_manifest(rows, "s3://out/run1", s3) == "s3://out/run1/manifest.parquet"
+    back = read_manifest("s3://out/run1", s3)
+    assert back["size_bytes"].tolist() == [len(MEDIA)]
+    fs, _ = storage.filesystem("s3://out", s3)
+    assert sorted(fs.ls("out/run1")) == [f"out/run1/{MANIFEST_CSV}", f"out/run1/{MANIFEST_PARQUET}"]
+
+
+def test_s3_without_credentials_becomes_an_error_row_not_a_crash() -> None:
+    [item] = resolve_inputs(["s3://media/talks/"], storage_options={"s3": {"endpoint_url": "http://127.0.0.1:9"}})
+    assert item.error.startswith("cannot list s3://media/talks/")
+
+
+# ---------------------------------------------------------------------------------------------- IPFS
+
+
+@pytest.fixture
+def ipfs_gateway() -> Iterator[tuple[TrustlessGateway, Dag, str]]:
+    dag = Dag(1)
+    tree = {"talks": {"a": {"talk.mp3": MEDIA}, "b.wav": b"RIFF"}, "notes.txt": b"no", "intro.mp3": b"ID3"}
+    root = str(dag.add_dir(tree)[0])
+    with TrustlessGateway(dag) as gateway:
+        yield gateway, dag, root
+
+
+def test_ipfs_directory_cid_expands_with_mirrored_paths(ipfs_gateway, tmp_path: Path) -> None:
+    gateway, _, root = ipfs_gateway
+    opts = {"ipfs": {"gateway": gateway.url}}
+    items = resolve_inputs([f"ipfs://{root}"], storage_options=opts)
+    assert [(i.source, i.relative_path) for i in items] == [
+        (f"ipfs://{root}/intro.mp3", f"{root}/intro.mp3"),
+        (f"ipfs://{root}/talks/a/talk.mp3", f"{root}/talks/a/talk.mp3"),
+        (f"ipfs://{root}/talks/b.wav", f"{root}/talks/b.wav"),
+    ]
+    sub = resolve_inputs([f"ipfs://{root}/talks/a"], storage_options=opts)
+    assert [i.relative_path for i in sub] == [f"{root}/talks/a/talk.mp3"]
+
+    staged = stage_remote(items[1], tmp_path / "dl", opts)
+    assert Path(staged.local_path).read_bytes() == MEDIA
+    seen = len(gateway.controls.requests)
+    assert stage_remote(items[1], tmp_path / "dl", opts) == staged
+    assert len(gateway.controls.requests) == seen  # cached by CID: no second download
+
+
+def test_ipfs_tampered_content_fails_the_file(ipfs_gateway, tmp_path: Path) -> None:
+    gateway, dag, root = ipfs_gateway
+    gateway.controls.tamper.add(str(dag.add_file(MEDIA)[0]))
+    with pytest.raises(InputError, match="does not match its hash") as info:
+        stage_remote(InputItem(f"ipfs://{root}/talks/a/talk.mp3", "x"), tmp_path, {"ipfs": {"gateway": gateway.url}})
+    assert not is_transient(info.value)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_ipfs_tampered_file_root_fails_only_that_file(ipfs_gateway) -> None:
+    gateway, dag, root = ipfs_gateway
+    gateway.controls.tamper.add(str(dag.add_file(MEDIA)[0]))  # the root block of talks/a/talk.mp3
+    items = resolve_inputs([f"ipfs://{root}"], storage_options={"ipfs": {"gateway": gateway.url}})
+    errors = {i.relative_path: i.error for i in items}
+    assert errors[f"{root}/intro.mp3"] == "" and errors[f"{root}/talks/b.wav"] == ""
+    assert "does not match its hash" in errors[f"{root}/talks/a/talk.mp3"]
+
+
+def test_ipfs_unreachable_or_missing_cid_becomes_an_error_row(ipfs_gateway) -> None:
+    gateway, _, root = ipfs_gateway
+    gateway.controls.missing.add(root)
+    [item] = resolve_inputs([f"ipfs://{root}"], storage_options={"ipfs": {"gateway": gateway.url}})
+    assert item.error.startswith(f"cannot list ipfs://{root}") and "not available" in item.error
+
+
+# ---------------------------------------------------------------------------------------------- the flow
+
+
+@pytest.mark.slow
+def test_flow_reads_an_ipfs_directory_and_writes_to_s3(s3, prefect_server, cache_dir, clips) -> None:
+    from batchscribe.options import BatchRequest
+    from flows.transcribe_batch import BatchFailed, transcribe_batch
+
+    speech = Path(__file__).resolve().parents[1] / "fixtures" / "speech" / "en2.mp3"
+    dag = Dag(1)
+    root = str(dag.add_dir({"talks": {"en2.mp3": speech.read_bytes(), "bad.mp3": MEDIA}, "notes.txt": b"no"})[0])
+    options = {**s3, "ipfs": {}}
+    with TrustlessGateway(dag) as gateway:
+        options["ipfs"]["gateway"] = gateway.url
+        gateway.controls.tamper.add(str(dag.add_file(MEDIA[:262144])[0]))  # bad.mp3's first chunk is tampered with
+        request = BatchRequest(
+            inputs=[f"ipfs://{root}"],
+            output="s3://out/batch",
+            cache_dir=str(cache_dir),
+            storage_options=options,
+        )
+        state = transcribe_batch(request, return_state=True)
+    result = state.result(raise_on_failure=False)
+    assert isinstance(result, BatchFailed)  # bad.mp3 failed; en2.mp3 finished
+
+    manifest = read_manifest("s3://out/batch", s3).set_index("relative_path")
+    ok, bad = manifest.loc[f"{root}/talks/en2.mp3"], manifest.loc[f"{root}/talks/bad.mp3"]
+    assert ok["status"] == "ok" and ok["language"] == "en" and ok["source"] == f"ipfs://{root}/talks/en2.mp3"
+    assert bad["status"] == "failed" and "does not match its hash" in bad["error"] and pd.isna(bad["srt_path"])
+    assert ok["srt_path"] == f"s3://out/batch/{root}/talks/en2.mp3.srt"
+    fs, _ = storage.filesystem("s3://out", s3)
+    text = fs.cat_file(f"out/batch/{root}/talks/en2.mp3.txt").decode()
+    assert "bakery" in text.lower()
+    assert not fs.exists(f"out/batch/{root}/talks/bad.mp3.txt")
+    csv = fs.cat_file(f"out/batch/{MANIFEST_CSV}").decode()
+    assert "testing" not in csv and "endpoint_url" not in csv  # storage options never reach the manifest
