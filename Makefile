@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: demo test lint clean
+.PHONY: demo test bench lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+## Throughput benchmark (bench/speed.py): ~20-30 min on 2 cores; prints ratios, WER and peak RSS.
+bench: $(STAMP)
+	$(BIN)/python bench/speed.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

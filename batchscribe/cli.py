@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-line-width", type=int, default=None)
     run.add_argument("--max-line-count", type=int, default=None)
     run.add_argument("--no-vad", dest="vad_filter", action="store_false", help="do not skip silence (faster-whisper)")
-    run.add_argument("--batch-size", type=int, default=0, help="faster-whisper batched inference (0: sequential)")
+    run.add_argument("--batch-size", type=int, default=8, help="faster-whisper batched inference (0: sequential)")
     run.add_argument("--cache-dir", default=None, help="default: $BATCHSCRIBE_CACHE_DIR or ~/.cache/batchscribe")
     run.add_argument("--workers", type=int, default=4, help="files fetched and decoded concurrently")
     run.add_argument("--no-progress", action="store_true")

@@ -55,7 +55,10 @@ class TranscribeOptions(BaseModel):
     word_timestamps: bool = Field(False, description="Word-level timing (needed for line-width-aware subtitles).")
     vad_filter: bool = Field(True, description="Skip non-speech with Silero VAD (faster-whisper only).")
     batch_size: int = Field(
-        0, ge=0, le=64, description="faster-whisper batched inference within a file; 0 decodes sequentially."
+        8,
+        ge=0,
+        le=64,
+        description="faster-whisper: windows decoded together within a file (0 or 1: sequential, with fallback).",
     )
     condition_on_previous_text: bool = Field(True, description="Feed the previous window's text as a prompt.")
 

@@ -20,11 +20,9 @@ from tasks.manifest import (
     STATUS_FAILED,
     STATUS_NO_AUDIO,
     STATUS_OK,
-    merge_rows,
     normalize,
     options_json,
-    read_manifest,
-    write_manifest,
+    update_manifest,
 )
 from tasks.subtitles import export_subtitles
 from tasks.transcribe import TranscribeResult, transcribe_audio
@@ -82,13 +80,11 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
         jobs[result.task_run_id] = FileJob(item, staged, audio, result)
 
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
-    manifest = read_manifest(output_root, request.storage_options)
     rows: list[dict[str, Any]] = []
     for done in as_completed([job.result for job in jobs.values()]):
         row = _finish_file(jobs[done.task_run_id], options, request, output_root)
         rows.append(row)
-        manifest = merge_rows(manifest, [row])
-        write_manifest(manifest, output_root, request.storage_options)
+        update_manifest(output_root, [row], request.storage_options)
         update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(rows) / len(items))
         progress.file_finished(row)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from batchscribe.storage import StorageOptions
 
 MANIFEST_PARQUET = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
+LOCK_FILE = ".manifest.lock"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"  # could not be read, decoded or transcribed: see `error`
@@ -103,6 +107,33 @@ def write_manifest(
     for name, data in ((MANIFEST_PARQUET, parquet.getvalue()), (MANIFEST_CSV, csv)):
         storage.write_bytes_atomic(storage.join(root, name), data, storage_options)
     return storage.join(root, MANIFEST_PARQUET)
+
+
+@contextmanager
+def _manifest_lock(root: str) -> Iterator[None]:
+    """An exclusive lock on a local output folder's manifest; remote outputs have none (README, "Guarantees")."""
+    if storage.is_remote(root):
+        yield
+        return
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, LOCK_FILE), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def update_manifest(
+    output_root: str | Path, rows: list[dict[str, Any]], storage_options: StorageOptions | None = None
+) -> pd.DataFrame:
+    """Merge `rows` into the manifest on disk and write it back, holding the folder's lock throughout.
+
+    Reading under the lock, not once per batch, is what keeps two batches writing into one folder from
+    dropping each other's rows.
+    """
+    root = os.fspath(output_root)
+    with _manifest_lock(root):
+        manifest = merge_rows(read_manifest(root, storage_options), rows)
+        write_manifest(manifest, root, storage_options)
+    return manifest
 
 
 def options_json(options: Any) -> str:

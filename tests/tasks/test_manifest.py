@@ -59,3 +59,25 @@ def test_write_is_atomic_and_round_trips(tmp_path: Path) -> None:
     assert back.loc[0, "duration_s"] == 1.5 and back.loc[0, "started_at"].year == 2026
     csv = pd.read_csv(tmp_path / MANIFEST_CSV)
     assert list(csv.columns) == list(COLUMNS)
+
+
+def _writer(root: str, prefix: str, n: int) -> None:
+    from tasks.manifest import update_manifest
+
+    for i in range(n):
+        update_manifest(root, [{"relative_path": f"{prefix}/{i:03d}.mp3", "status": "ok"}])
+
+
+def test_two_batches_writing_one_folder_lose_no_rows(tmp_path: Path) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    writers = [ctx.Process(target=_writer, args=(str(tmp_path), prefix, 25)) for prefix in ("a", "b")]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    manifest = read_manifest(tmp_path)
+    assert len(manifest) == 50 and manifest["relative_path"].is_unique
+    assert len(pd.read_csv(tmp_path / MANIFEST_CSV)) == 50
