@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from prefect import task
 
 from batchscribe import storage
+from batchscribe.retries import retry_when
 from batchscribe.storage import StorageOptions
 
 # Containers and codecs ffmpeg decodes that people keep speech in; a folder expands to these.
@@ -309,13 +310,7 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (ConnectionError, TimeoutError, OSError))
 
 
-def retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
-    """Prefect retry condition (a plain function: Prefect ignores other callables)."""
-    try:
-        state.result()
-    except Exception as e:  # noqa: BLE001 - classify, do not handle
-        return is_transient(e)
-    return False
+retry_if_transient = retry_when(is_transient)
 
 
 @task(

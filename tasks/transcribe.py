@@ -14,6 +14,7 @@ from prefect.context import TaskRunContext
 from batchscribe.engines import load_engine
 from batchscribe.longform import transcribe_pcm
 from batchscribe.options import TranscribeOptions
+from batchscribe.retries import retry_when
 from batchscribe.transcript import Transcript
 from tasks.audio import AudioFile, decode_audio
 from tasks.fetch import StagedFile
@@ -48,13 +49,7 @@ def is_transient_engine_error(error: BaseException) -> bool:
     return "out of memory" in text or "cuda error" in text or "cublas" in text
 
 
-def retry_if_engine_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
-    """Prefect retry condition (a plain function: Prefect ignores other callables)."""
-    try:
-        state.result()
-    except Exception as e:  # noqa: BLE001 - classify, do not handle
-        return is_transient_engine_error(e)
-    return False
+retry_if_engine_transient = retry_when(is_transient_engine_error)
 
 
 @task(
