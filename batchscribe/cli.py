@@ -26,7 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchscribe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="transcribe files, folders (recursive) or globs")
-    run.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, glob or URL")
+    run.add_argument("inputs", nargs="*", metavar="INPUT", help="file, folder, glob or URL")
+    run.add_argument(
+        "--input-list",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a .txt (one input per line), .csv or .parquet (column 'source') listing more inputs; repeatable",
+    )
     run.add_argument("-o", "--output", required=True, help="output folder (subtitles + manifest)")
     run.add_argument(
         "--model", default=DEFAULT_MODEL, help="tiny ... large-v3, turbo, or a local path (default: base, offline)"
@@ -76,6 +83,7 @@ def request_from_args(args: argparse.Namespace):  # noqa: ANN201 - BatchRequest,
     formats = ALL_FORMATS if args.formats == "all" else tuple(f.strip() for f in args.formats.split(",") if f.strip())
     return BatchRequest(
         inputs=args.inputs,
+        input_lists=args.input_list,
         output=args.output,
         cache_dir=args.cache_dir,
         max_workers=args.workers,
@@ -113,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
     from batchscribe.server import ensure_local_server, running_server
     from batchscribe.storage import join, output_root
     from flows.transcribe_batch import BatchFailed, transcribe_batch
-    from tasks.fetch import resolve_inputs
     from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET
 
     # A configured server (PREFECT_API_URL, or a Prefect profile) wins; else the local one, started once.
@@ -125,9 +132,8 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         api_url = ensure_local_server()
-    total = len(resolve_inputs(request.inputs))
-    bar = None if args.no_progress else _ProgressBar(total)
-    unsubscribe = progress.subscribe(bar.file_done) if bar else (lambda: None)
+    bar = None if args.no_progress else _ProgressBar()
+    unsubscribe = progress.subscribe(bar) if bar else (lambda: None)
     try:
         flow = transcribe_batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=request.max_workers))
         with temporary_settings({PREFECT_API_URL: api_url}):
@@ -179,10 +185,10 @@ def _clip(text: str, width: int) -> str:
 class _ProgressBar:
     """Two tqdm bars: files done, and audio seconds transcribed."""
 
-    def __init__(self, total_files: int) -> None:
+    def __init__(self) -> None:
         from tqdm import tqdm
 
-        self.files = tqdm(total=total_files, unit="file", desc="files", position=0, dynamic_ncols=True)
+        self.files = tqdm(total=0, unit="file", desc="files", position=0, dynamic_ncols=True)
         self.audio = tqdm(
             total=0,
             unit="s",
@@ -192,7 +198,11 @@ class _ProgressBar:
             bar_format="{desc}: {n:.0f}s transcribed [{elapsed}, {rate_fmt}]",
         )
 
-    def file_done(self, row: dict[str, Any]) -> None:
+    def batch_started(self, total_files: int) -> None:
+        self.files.total = total_files
+        self.files.refresh()
+
+    def file_finished(self, row: dict[str, Any]) -> None:
         self.files.update(1)
         self.files.set_postfix_str(f"{row['relative_path'][-30:]} {row['status']}")
         duration = row.get("duration_s")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 EngineName = Literal["auto", "faster-whisper", "openai-whisper"]
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -115,7 +115,12 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[str] = Field(..., min_length=1, description="Files, folders (recursive) or globs.")
+    inputs: list[str] = Field(default_factory=list, description="Files, folders (recursive), globs or URLs.")
+    input_lists: list[str] = Field(
+        default_factory=list,
+        description="Files listing more inputs: .txt (one per line), .csv or .parquet (column 'source', else "
+        "the first), so a manifest or an inventory can drive a batch.",
+    )
     output: str = Field(..., description="Output folder; the manifest and subtitles are written here.")
     transcribe: TranscribeOptions = Field(default_factory=TranscribeOptions)
     outputs: OutputOptions = Field(default_factory=OutputOptions)
@@ -134,6 +139,12 @@ class BatchRequest(BaseModel):
         description="Source -> relative path under the output folder, for sources whose manifest key must not "
         "change (rerun-failed sets it); other inputs get theirs from the folder they have in common.",
     )
+
+    @model_validator(mode="after")
+    def _has_inputs(self) -> BatchRequest:
+        if not self.inputs and not self.input_lists:
+            raise ValueError("give at least one input or input list")
+        return self
 
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()

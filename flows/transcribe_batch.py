@@ -14,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from batchscribe import progress, storage
 from batchscribe.options import BatchRequest, TranscribeOptions
 from tasks.audio import AudioFile, NoAudioError, extract_audio
-from tasks.fetch import InputItem, StagedFile, resolve_inputs, stage_input
+from tasks.fetch import InputItem, StagedFile, read_input_list, resolve_inputs, stage_input
 from tasks.manifest import (
     KEY,
     STATUS_FAILED,
@@ -59,7 +59,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     options = request.transcribe.resolved()
     cache_dir = request.cache_path()
     output_root = storage.output_root(request.output)
-    items = resolve_inputs(request.inputs, request.relative_paths, request.storage_options)
+    items = resolve_inputs(all_inputs(request), request.relative_paths, request.storage_options)
     logger.info(
         "Transcribing %d files with %s %s (%s) into %s",
         len(items),
@@ -69,6 +69,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
         output_root,
     )
 
+    progress.batch_started(len(items))
     results = cache_dir / "results"
     extract = extract_audio.with_options(result_storage=results)
     transcribe = transcribe_audio.with_options(result_storage=results)
@@ -97,6 +98,12 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     if (batch["status"] != STATUS_OK).any():
         raise BatchFailed(batch)
     return batch
+
+
+def all_inputs(request: BatchRequest) -> list[str]:
+    """The request's inputs followed by those its input lists name."""
+    listed = [entry for location in request.input_lists for entry in read_input_list(location, request.storage_options)]
+    return [*request.inputs, *listed]
 
 
 def _finish_file(job: FileJob, options: TranscribeOptions, request: BatchRequest, output_root: str) -> dict:

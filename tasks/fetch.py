@@ -46,6 +46,31 @@ class StagedFile:
     size_bytes: int
 
 
+def read_input_list(location: str, storage_options: StorageOptions | None = None) -> list[str]:
+    """The inputs listed in a .txt (one per line, `#` comments), .csv or .parquet file (local or a URL).
+
+    Tables use their `source` column (a manifest works as is), else their first column. Relative local
+    paths are taken relative to the list's own folder.
+    """
+    import io
+
+    import pandas as pd
+
+    data = storage.read_bytes(location, storage_options)
+    if data is None:
+        raise InputError(f"input list not found: {location}")
+    suffix = PurePosixPath(location.split("?", 1)[0]).suffix.lower()
+    if suffix in (".csv", ".parquet"):
+        table = pd.read_parquet(io.BytesIO(data)) if suffix == ".parquet" else pd.read_csv(io.BytesIO(data))
+        column = table["source"] if "source" in table else table.iloc[:, 0]
+        entries = [str(v).strip() for v in column.dropna()]
+    else:
+        lines = data.decode("utf-8-sig").splitlines()
+        entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    base = None if storage.is_remote(location) else Path(location).expanduser().resolve().parent
+    return [e if base is None or is_url(e) or Path(e).is_absolute() else str(base / e) for e in entries if e]
+
+
 def is_url(text: str) -> bool:
     return "://" in text and not Path(text).exists()
 

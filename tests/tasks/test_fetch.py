@@ -68,3 +68,29 @@ def test_stage_errors_say_what_is_wrong(tmp_path: Path) -> None:
         stage_local(InputItem(str(touch(tmp_path / "z.mp3", b"")), "z.mp3"))
     with pytest.raises(InputError, match="file not found"):
         stage_local(InputItem(str(tmp_path / "gone.mp3"), "gone.mp3"))
+
+
+def test_input_lists_from_text_csv_and_parquet(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from tasks.fetch import read_input_list
+
+    a, b = touch(tmp_path / "media" / "a.mp3"), touch(tmp_path / "media" / "b.mp3")
+    (tmp_path / "list.txt").write_text("# inventory\nmedia/a.mp3\n\n" + str(b) + "\nhttps://example.org/c.mp3\n")
+    assert read_input_list(str(tmp_path / "list.txt")) == [str(a), str(b), "https://example.org/c.mp3"]
+    pd.DataFrame({"source": [str(a), str(b)], "status": ["ok", "failed"]}).to_parquet(tmp_path / "manifest.parquet")
+    assert read_input_list(str(tmp_path / "manifest.parquet")) == [str(a), str(b)]
+    pd.DataFrame({"url": ["media/b.mp3"]}).to_csv(tmp_path / "inventory.csv", index=False)
+    assert read_input_list(str(tmp_path / "inventory.csv")) == [str(b)]
+    with pytest.raises(InputError, match="input list not found"):
+        read_input_list(str(tmp_path / "nope.txt"))
+
+
+def test_a_request_needs_inputs_or_a_list() -> None:
+    from pydantic import ValidationError
+
+    from batchscribe.options import BatchRequest
+
+    with pytest.raises(ValidationError, match="at least one input"):
+        BatchRequest(output="out")
+    assert BatchRequest(output="out", input_lists=["l.txt"]).inputs == []
