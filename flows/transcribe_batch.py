@@ -161,6 +161,7 @@ def _finish_file(job: FileJob, options: TranscribeOptions, request: BatchRequest
         wall_s=wall_s,
         realtime_factor=audio.duration_s / wall_s if wall_s > 0 else None,
         attempts=max(result.attempts, _run_count(job.staged)),
+        warning="; ".join(w for w in (audio.warning, result.warning) if w),
         **{f"{fmt}_path": path for fmt, path in exported.result().items()},
     )
     return row

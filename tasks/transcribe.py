@@ -35,6 +35,59 @@ class TranscribeResult:
     finished_at: datetime
     transcribe_s: float
     attempts: int
+    warning: str = ""  # e.g. the GPU ran out of memory and a smaller batch or the CPU finished the file
+
+
+def fallbacks(options: TranscribeOptions) -> list[TranscribeOptions]:
+    """What to try after a GPU out-of-memory: halve faster-whisper's batch down to 1, then the CPU."""
+    if options.device != "cuda":
+        return []
+    smaller = []
+    if options.engine == "faster-whisper":
+        batch = options.batch_size
+        while batch > 1:
+            batch //= 2
+            smaller.append(options.model_copy(update={"batch_size": batch}))
+    cpu = options.model_copy(update={"device": "cpu", "compute_type": "auto"}).resolved()
+    return [*smaller, cpu]
+
+
+def transcribe_with_fallback(
+    path: Path, options: TranscribeOptions, cache_dir: Path
+) -> tuple[Transcript, TranscribeOptions, str]:
+    """Transcribe with `options`; on a GPU out-of-memory, retry with `fallbacks(options)` in order.
+
+    Returns the transcript, the options that produced it and a warning naming the fallback ("" if none).
+    """
+    tried = [options, *fallbacks(options)]
+    for attempt, opts in enumerate(tried):
+        engine = load_engine(opts, cache_dir)
+        try:
+            with engine.lock:
+                transcript = transcribe_pcm(engine, path, opts)
+        except Exception as error:
+            if attempt + 1 == len(tried) or not is_transient_engine_error(error):
+                raise
+            _free_gpu_memory()
+            logger.warning("GPU out of memory (%s); retrying with %s", error, _describe(tried[attempt + 1]))
+            continue
+        warning = f"GPU out of memory; transcribed with {_describe(opts)}" if attempt else ""
+        return transcript, opts, warning
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _describe(options: TranscribeOptions) -> str:
+    batch = f", batch {options.batch_size}" if options.engine == "faster-whisper" else ""
+    return f"{options.engine} on {options.device} ({options.compute_type}{batch})"
+
+
+def _free_gpu_memory() -> None:
+    try:
+        import torch
+
+        torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
 
 
 def transcribe_cache_key(context: object, parameters: dict) -> str:
@@ -68,22 +121,21 @@ def transcribe_audio(
     path = Path(audio.path)
     if not path.exists():  # the decoded copy was cleaned up since it was cached: decode again
         decode_audio(Path(staged.local_path), path)
-    engine = load_engine(options, Path(cache_dir))
-    with engine.lock:
-        started_at = datetime.now(timezone.utc)
-        t0 = time.perf_counter()
-        transcript = transcribe_pcm(engine, path, options)
-        transcribe_s = time.perf_counter() - t0
+    started_at = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    transcript, used, warning = transcribe_with_fallback(path, options, Path(cache_dir))
+    transcribe_s = time.perf_counter() - t0
     path.unlink(missing_ok=True)  # the transcript is cached now; decoded PCM is 115 MB per hour
     context = TaskRunContext.get()
     return TranscribeResult(
         transcript=transcript,
-        engine=engine.name,
-        model=options.model,
-        compute_type=options.compute_type,
+        engine=used.engine,
+        model=used.model,
+        compute_type=used.compute_type,
         options_hash=options.cache_hash(),
         started_at=started_at,
         finished_at=datetime.now(timezone.utc),
         transcribe_s=transcribe_s,
         attempts=context.task_run.run_count if context else 1,
+        warning=warning,
     )

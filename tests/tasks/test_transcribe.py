@@ -1,0 +1,79 @@
+"""The transcription task: cache key, and the GPU out-of-memory fallback (an injected error, real CPU engine)."""
+
+from pathlib import Path
+
+import pytest
+
+import tasks.transcribe as transcribe_module
+from batchscribe.engines import load_engine
+from batchscribe.options import TranscribeOptions
+from tasks.audio import decode_audio
+from tasks.fetch import InputItem, stage_local
+from tasks.transcribe import fallbacks, transcribe_audio, transcribe_cache_key
+
+SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
+
+
+class OutOfMemoryEngine:
+    """Stands in for a CUDA engine whose GPU is full: the error text is PyTorch's."""
+
+    name = "faster-whisper"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.calls = 0
+
+    def transcribe(self, audio, options):
+        self.calls += 1
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_fallbacks_halve_the_batch_then_use_the_cpu() -> None:
+    gpu = TranscribeOptions(engine="faster-whisper", device="cuda", batch_size=8).resolved()
+    steps = [(o.device, o.batch_size, o.compute_type) for o in fallbacks(gpu)]
+    assert steps == [("cuda", 4, "float16"), ("cuda", 2, "float16"), ("cuda", 1, "float16"), ("cpu", 8, "int8")]
+    assert fallbacks(TranscribeOptions(device="cpu").resolved()) == []
+
+
+def test_out_of_memory_on_the_gpu_finishes_the_file_on_the_cpu(tmp_path, cache_dir, monkeypatch) -> None:
+    gpu_engine = OutOfMemoryEngine()
+
+    def engine_for(options, cache):
+        return gpu_engine if options.device == "cuda" else load_engine(options, cache)
+
+    monkeypatch.setattr(transcribe_module, "load_engine", engine_for)
+    staged = stage_local(InputItem(str(SPEECH / "en2.mp3"), "en2.mp3"))
+    audio = decode_audio(SPEECH / "en2.mp3", tmp_path / "en2.pcm")
+    options = TranscribeOptions(engine="faster-whisper", device="cuda", batch_size=2)
+
+    result = transcribe_audio.fn(staged, audio, options, str(cache_dir))
+
+    assert gpu_engine.calls == 2  # batch 2, then batch 1, on the "GPU"
+    assert result.compute_type == "int8" and "bakery" in result.transcript.text.lower()
+    assert result.warning.startswith("GPU out of memory; transcribed with faster-whisper on cpu")
+    assert result.options_hash == options.resolved().cache_hash()  # cached under what was asked for
+
+
+def test_other_errors_are_not_retried_on_the_cpu(tmp_path, cache_dir, monkeypatch) -> None:
+    class Broken(OutOfMemoryEngine):
+        def transcribe(self, audio, options):
+            self.calls += 1
+            raise ValueError("bad tensor")
+
+    engine = Broken()
+    monkeypatch.setattr(transcribe_module, "load_engine", lambda options, cache: engine)
+    staged = stage_local(InputItem(str(SPEECH / "en2.mp3"), "en2.mp3"))
+    audio = decode_audio(SPEECH / "en2.mp3", tmp_path / "en2.pcm")
+    with pytest.raises(ValueError, match="bad tensor"):
+        transcribe_audio.fn(staged, audio, TranscribeOptions(device="cuda"), str(cache_dir))
+    assert engine.calls == 1
+
+
+def test_cache_key_is_content_plus_resolved_options() -> None:
+    staged = stage_local(InputItem(str(SPEECH / "en2.mp3"), "en2.mp3"))
+    key = transcribe_cache_key(None, {"staged": staged, "options": TranscribeOptions(device="cpu")})
+    assert key.startswith(f"transcribe-{staged.sha256}-")
+    other = transcribe_cache_key(None, {"staged": staged, "options": TranscribeOptions(device="cpu", beam_size=1)})
+    assert other != key
