@@ -30,6 +30,17 @@ def output_root(output: str) -> str:
     return output if is_remote(output) else os.path.abspath(os.path.expanduser(output))
 
 
+def redact(url: str) -> str:
+    """`url` without credentials (`https://user:secret@host/x` -> `https://***@host/x`), for manifests and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}://{authority}{slash}{path}"
+
+
 def protocol(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else "file"
 

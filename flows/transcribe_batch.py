@@ -109,7 +109,7 @@ def all_inputs(request: BatchRequest) -> list[str]:
 def _finish_file(job: FileJob, options: TranscribeOptions, request: BatchRequest, output_root: str) -> dict:
     """Export a transcribed file and build its manifest row; a failure anywhere becomes the row's error."""
     row: dict[str, Any] = {
-        "source": job.item.source,
+        "source": storage.redact(job.item.source),
         "relative_path": job.item.relative_path,
         "engine": options.engine,
         "model": options.model,

@@ -318,6 +318,8 @@ def _glob_root(pattern: Path) -> Path:
 
 def _url_relative_path(url: str) -> str:
     _, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    rest = authority.rsplit("@", 1)[-1] + slash + path  # never credentials in an output path
     return _safe_relative(rest.split("?", 1)[0].rstrip("/") or "input")
 
 

@@ -94,3 +94,13 @@ def test_a_request_needs_inputs_or_a_list() -> None:
     with pytest.raises(ValidationError, match="at least one input"):
         BatchRequest(output="out")
     assert BatchRequest(output="out", input_lists=["l.txt"]).inputs == []
+
+
+def test_credentials_in_a_url_never_reach_paths_or_the_manifest() -> None:
+    from batchscribe.storage import redact
+    from tasks.fetch import _url_relative_path
+
+    url = "https://alice:s3cret@media.example.org/talks/a.mp3?token=x"
+    assert "s3cret" not in _url_relative_path(url) and _url_relative_path(url) == "media.example.org/talks/a.mp3"
+    assert redact(url) == "https://***@media.example.org/talks/a.mp3?token=x"
+    assert redact("/local/a.mp3") == "/local/a.mp3"
