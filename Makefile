@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test server bench lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,30 @@ demo: $(STAMP)
 	$(BIN)/batchscribe run samples --output demo-output; rc=$$?; \
 	  if [ $$rc -eq 1 ]; then echo "(exit 1: some files failed, as samples/broken.mp3 is meant to)"; exit 0; fi; exit $$rc
 
-## Run the test suite (starts its own Prefect server on 127.0.0.1).
+## Run the test suite (starts its own Prefect server on 127.0.0.1; as root, installs Debian chromium for the UI test).
 test: $(STAMP)
+	@command -v chromium >/dev/null || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else echo "no chromium and no root apt-get: tests/deployments/test_ui.py will skip"; fi
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+## Local Prefect server + UI on http://127.0.0.1:4200, state in ./.prefect, in the foreground (Ctrl-C stops it).
+## A login is required when PREFECT_SERVER_API_AUTH_STRING='user:password' is set.
+server: $(STAMP)
+	@echo "UI: http://127.0.0.1:4200$${PREFECT_SERVER_API_AUTH_STRING:+ (login required)}. Next, in another shell:"
+	@echo "  export PATH=$(CURDIR)/$(BIN):\$$PATH PREFECT_API_URL=http://127.0.0.1:4200/api" \
+	  "$${PREFECT_SERVER_API_AUTH_STRING:+PREFECT_API_AUTH_STRING='<user:password>'}"
+	@echo "  deployments/pools.sh && python deployments/deploy.py"
+	@echo "  prefect worker start --pool cpu --name cpu-1 --limit 1    # stop workers before the server"
+	@echo "  prefect deployment run transcribe-batch/cpu --watch" \
+	  "--param 'request={\"inputs\": [\"$(CURDIR)/samples\"], \"output\": \"$(CURDIR)/demo-output\"}'"
+	PREFECT_HOME=$(CURDIR)/.prefect $(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+## Opt-in: the IPFS reader against a real local js-ipfs node (first run npm-installs it, ~4 min).
+.PHONY: test-ipfs
+test-ipfs: $(STAMP)
+	$(BIN)/python -m pytest -m ipfs_node tests/integration
 
 ## Throughput benchmark (bench/speed.py): ~20-30 min on 2 cores; prints ratios, WER and peak RSS.
 bench: $(STAMP)

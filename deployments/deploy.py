@@ -1,7 +1,7 @@
 """Every batchscribe deployment, declared once. Run from any folder, against the server in PREFECT_API_URL:
 
     python deployments/deploy.py                      # all deployments (create the pools first: pools.sh)
-    python deployments/deploy.py --only cpu rerun-failed
+    python deployments/deploy.py --only cpu rerun-failed fan-out
     python deployments/deploy.py --gpu-pool-type docker --image registry.example/batchscribe:0.1.0
 
 Process pools run the flows from this checkout (`from_source`: the worker host needs the same checkout
@@ -22,6 +22,7 @@ from uuid import UUID
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BATCH_ENTRYPOINT = "flows/transcribe_batch.py:transcribe_batch"
 RERUN_ENTRYPOINT = "flows/rerun_failed.py:rerun_failed"
+FAN_OUT_ENTRYPOINT = "flows/fan_out.py:transcribe_fan_out"
 DEFAULT_IMAGE = "batchscribe:latest"
 INBOX = os.environ.get("BATCHSCRIBE_INBOX", "/srv/batchscribe/inbox")
 NIGHTLY_OUTPUT = os.environ.get("BATCHSCRIBE_NIGHTLY_OUTPUT", "/srv/batchscribe/transcripts")
@@ -80,6 +81,17 @@ SPECS: tuple[Spec, ...] = (
         tags=("batchscribe", "gpu", "scheduled"),
     ),
 )
+# Kept out of SPECS (the transcription deployments): it only triggers and waits, so it takes a cpu worker slot,
+# never a GPU one, while its chunks run as `transcribe-batch/gpu` (or the deployment its request names).
+FAN_OUT = Spec(
+    "fan-out",
+    FAN_OUT_ENTRYPOINT,
+    "cpu",
+    "Split a large batch into chunks and run each as a transcribe-batch deployment run, so the workers of a "
+    "pool share it; waits for all and shows the merged manifest.",
+    tags=("batchscribe", "fan-out"),
+)
+ALL_SPECS: tuple[Spec, ...] = (*SPECS, FAN_OUT)
 
 
 def deploy_spec(
@@ -126,11 +138,11 @@ def deploy_spec(
 def main(argv: list[str] | None = None) -> None:
     """Deploy every spec (or `--only` some) to the pools named in them."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=[s.name for s in SPECS], help="deploy only these")
+    parser.add_argument("--only", nargs="+", choices=[s.name for s in ALL_SPECS], help="deploy only these")
     parser.add_argument("--gpu-pool-type", default="process", choices=["process", "docker", "kubernetes"])
     parser.add_argument("--image", default=DEFAULT_IMAGE, help="image for docker/kubernetes gpu pools")
     args = parser.parse_args(argv)
-    for spec in SPECS:
+    for spec in ALL_SPECS:
         if args.only and spec.name not in args.only:
             continue
         pool_type = args.gpu_pool_type if spec.pool == "gpu" else "process"

@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from batchscribe import progress, storage
 from batchscribe.options import BatchRequest, TranscribeOptions
-from tasks.audio import AudioFile, NoAudioError, extract_audio
+from tasks.audio import AudioFile, NoAudioError, audio_cache_key, extract_audio, locked_cache_policy
 from tasks.fetch import InputItem, StagedFile, read_input_list, resolve_inputs, stage_input
 from tasks.manifest import (
     KEY,
@@ -25,7 +25,7 @@ from tasks.manifest import (
     update_manifest,
 )
 from tasks.subtitles import export_subtitles
-from tasks.transcribe import TranscribeResult, transcribe_audio
+from tasks.transcribe import TranscribeResult, transcribe_audio, transcribe_cache_key
 
 ARTIFACT_ROWS = 500  # the table artifact is a view; the parquet manifest holds every row
 
@@ -71,8 +71,13 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
 
     progress.batch_started(len(items))
     results = cache_dir / "results"
-    extract = extract_audio.with_options(result_storage=results)
-    transcribe = transcribe_audio.with_options(result_storage=results)
+    # One worker at a time per cache key, across processes sharing the cache (the others wait, then hit).
+    extract = extract_audio.with_options(
+        result_storage=results, cache_policy=locked_cache_policy(audio_cache_key, cache_dir)
+    )
+    transcribe = transcribe_audio.with_options(
+        result_storage=results, cache_policy=locked_cache_policy(transcribe_cache_key, cache_dir)
+    )
     jobs: dict[Any, FileJob] = {}
     for item in items:
         staged = stage_input.submit(item, str(cache_dir), request.storage_options)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
 from batchscribe.engines import load_engine
@@ -107,7 +108,7 @@ retry_if_engine_transient = retry_when(is_transient_engine_error)
 
 @task(
     task_run_name="transcribe-{staged.relative_path}",
-    cache_key_fn=transcribe_cache_key,
+    cache_policy=CachePolicy.from_cache_key_fn(transcribe_cache_key),  # the flow adds the lock
     persist_result=True,
     retries=2,
     retry_delay_seconds=[5, 15],
