@@ -151,8 +151,7 @@ class BatchRequest(BaseModel):
 
 
 def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return bool(torch.cuda.is_available())
+    # CTranslate2 answers without importing torch (seconds and ~300 MB that the CPU path never needs).
+    import ctranslate2
+
+    return ctranslate2.get_cuda_device_count() > 0

@@ -118,6 +118,8 @@ def build_corpus(folder: Path, long_minutes: float, n_short: int, seed: int = 0)
         dest = folder / f"short_{i:02d}.mp3"
         encode(pcm, dest)
         files.append({"path": str(dest), "text": " ".join(p[1] for p in picks), "language": picks[0][2]})
+    if long_minutes <= 0:
+        return _with_durations(files)
     parts, texts, seconds = [], [], 0.0
     while seconds < long_minutes * 60:
         clip = rng.choice(english)
@@ -127,6 +129,10 @@ def build_corpus(folder: Path, long_minutes: float, n_short: int, seed: int = 0)
     dest = folder / "long_english.mp3"
     encode(np.concatenate(parts), dest)
     files.append({"path": str(dest), "text": " ".join(texts), "language": "en"})
+    return _with_durations(files)
+
+
+def _with_durations(files: list[dict]) -> list[dict]:
     for f in files:
         f["duration_s"] = len(decode(Path(f["path"]))) / SAMPLE_RATE
     return files
@@ -243,6 +249,7 @@ def main() -> None:
     parser.add_argument("--short-files", type=int, default=8)
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     parser.add_argument("--skip-overhead", action="store_true", help="skip the 20-file, re-run and cold-start parts")
+    parser.add_argument("--only-overhead", action="store_true", help="run only those parts")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
     parser.add_argument("--child"), parser.add_argument("--spec"), parser.add_argument("--result")
     args = parser.parse_args()
@@ -276,10 +283,16 @@ def main() -> None:
 def report(args: argparse.Namespace, out: Path, url: str) -> None:
     import platform
 
+    base_cache = out / "cache"
+    if args.only_overhead:
+        from batchscribe import weights
+
+        weights.ct2_model_dir("base", base_cache)
+        overhead(out, base_cache, url)
+        return
     files = build_corpus(out / "corpus", args.long_minutes, args.short_files)
     audio_s = sum(f["duration_s"] for f in files)
     spec = out / "spec.json"
-    base_cache = out / "cache"
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}")
     print(
         f"corpus: {len(files)} files, {audio_s / 60:.1f} min of audio "
@@ -319,7 +332,7 @@ def report(args: argparse.Namespace, out: Path, url: str) -> None:
 
 def overhead(out: Path, base_cache: Path, url: str) -> None:
     """Flow vs bare loop on 20 files, a cached re-run, and CLI cold start."""
-    files = build_corpus(out / "corpus20", long_minutes=0, n_short=20, seed=1)[:-1]  # 20 short files
+    files = build_corpus(out / "corpus20", long_minutes=0, n_short=20, seed=1)  # 20 distinct short files
     spec = out / "spec20.json"
     results = {}
     for name in ("b-faster-whisper-int8-beam5", "c-batchscribe-flow-defaults", "c-batchscribe-flow-defaults"):

@@ -120,7 +120,7 @@ def resolve_inputs(
             items.setdefault(source, InputItem(source, name, f"no media files found in {source}"))
         else:
             rel = _safe_relative(file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name)
-            error = "" if file.exists() else f"file not found: {source}"
+            error = "" if file.exists() or file.is_symlink() else f"file not found: {source}"
             items.setdefault(source, InputItem(source, rel, error))
     pinned = relative_paths or {}
     return [
@@ -192,9 +192,13 @@ def stage_local(item: InputItem) -> StagedFile:
     path = Path(item.source)
     try:
         if not path.exists():
+            if path.is_symlink():
+                raise InputError(f"broken or looping symlink: {item.source}")
             raise InputError(f"file not found: {item.source}")
         if path.is_dir():
             raise InputError(f"is a folder, not a file: {item.source}")
+        if not path.is_file():
+            raise InputError(f"not a regular file (a pipe, socket or device): {item.source}")
         size = path.stat().st_size
         if size == 0:
             raise InputError(f"file is empty (0 bytes): {item.source}")

@@ -132,9 +132,8 @@ def test_every_bad_input_is_one_clear_row_and_the_rest_finish(
     failed_with("notes.mp3", "not an audio or video file ffmpeg can read")
     failed_with("no_moov.mp4", "incomplete MP4/MOV (moov atom not found)", "truncated")
     failed_with("gone.mp3", "not found", not_found_url)
-    # tasks/fetch.py words these two as "file not found" and "file is empty (0 bytes)"; the name is what matters.
-    failed_with("loop.mp3", str(inbox / "loop.mp3"))  # a symlink loop: nothing to read
-    failed_with("stream.mp3", str(inbox / "stream.mp3"))  # a FIFO: fails at once instead of blocking the reader
+    failed_with("loop.mp3", "broken or looping symlink", str(inbox / "loop.mp3"))
+    failed_with("stream.mp3", "not a regular file", str(inbox / "stream.mp3"))  # a FIFO: fails at once, no blocking
     failed_with("folder.mp3", "no media files found in", "folder.mp3")
     assert row("silent_film.mp4")["status"] == "no_audio"
     assert "no audio stream" in row("silent_film.mp4")["error"]

@@ -104,3 +104,12 @@ def test_credentials_in_a_url_never_reach_paths_or_the_manifest() -> None:
     assert "s3cret" not in _url_relative_path(url) and _url_relative_path(url) == "media.example.org/talks/a.mp3"
     assert redact(url) == "https://***@media.example.org/talks/a.mp3?token=x"
     assert redact("/local/a.mp3") == "/local/a.mp3"
+
+
+def test_fifo_and_symlink_loop_are_named_for_what_they_are(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.mp3")
+    with pytest.raises(InputError, match="not a regular file"):
+        stage_local(InputItem(str(tmp_path / "pipe.mp3"), "pipe.mp3"))
+    os.symlink(tmp_path / "loop.mp3", tmp_path / "loop.mp3")
+    with pytest.raises(InputError, match="broken or looping symlink"):
+        stage_local(InputItem(str(tmp_path / "loop.mp3"), "loop.mp3"))
