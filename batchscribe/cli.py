@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"batchscribe: invalid option: {e}", file=sys.stderr)
         return EXIT_USAGE
 
+    import logging
+
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -132,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         api_url = ensure_local_server()
+    if not args.verbose:  # per-file errors go to the summary and the manifest, not as tracebacks
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     bar = None if args.no_progress else _ProgressBar()
     unsubscribe = progress.subscribe(bar) if bar else (lambda: None)
     try:
