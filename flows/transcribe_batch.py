@@ -12,8 +12,9 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from batchscribe import progress, storage
+from batchscribe.locks import locked_cache_policy
 from batchscribe.options import BatchRequest, TranscribeOptions
-from tasks.audio import AudioFile, NoAudioError, audio_cache_key, extract_audio, locked_cache_policy
+from tasks.audio import AudioFile, NoAudioError, audio_cache_key, extract_audio
 from tasks.fetch import InputItem, StagedFile, read_input_list, resolve_inputs, stage_input
 from tasks.manifest import (
     KEY,
