@@ -7,7 +7,14 @@ import os
 import sys
 from typing import Any
 
-from batchscribe.options import ALL_FORMATS, DEFAULT_MODEL
+from batchscribe.options import ALL_FORMATS, BatchRequest, TranscribeOptions
+
+# The CLI's defaults are the options' own (one definition, in batchscribe.options).
+_DEFAULTS = TranscribeOptions()
+_TEMPERATURE_STEP = (
+    round(_DEFAULTS.temperatures[1] - _DEFAULTS.temperatures[0], 4) if len(_DEFAULTS.temperatures) > 1 else 0.0
+)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -36,22 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-o", "--output", required=True, help="output folder (subtitles + manifest)")
     run.add_argument(
-        "--model", default=DEFAULT_MODEL, help="tiny ... large-v3, turbo, or a local path (default: base, offline)"
+        "--model",
+        default=_DEFAULTS.model,
+        help=f"tiny ... large-v3, turbo, or a local path (default: {_DEFAULTS.model}, offline)",
     )
-    run.add_argument("--engine", default="auto", choices=["auto", "faster-whisper", "openai-whisper"])
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--engine", default=_DEFAULTS.engine, choices=["auto", "faster-whisper", "openai-whisper"])
+    run.add_argument("--device", default=_DEFAULTS.device, choices=["auto", "cpu", "cuda"])
     run.add_argument(
-        "--compute-type", default="auto", help="faster-whisper: int8, float16, float32 ... (default: auto)"
+        "--compute-type",
+        default=_DEFAULTS.compute_type,
+        help="faster-whisper: int8, float16, float32 ... (default: auto)",
     )
-    run.add_argument("--language", default="auto", help="language code such as en, or auto to detect per file")
-    run.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    run.add_argument(
+        "--language", default=_DEFAULTS.language, help="language code such as en, or auto to detect per file"
+    )
+    run.add_argument("--task", default=_DEFAULTS.task, choices=["transcribe", "translate"])
     run.add_argument("-f", "--formats", default="all", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
-    run.add_argument("--beam-size", type=int, default=5)
-    run.add_argument("--temperature", type=float, default=0.0, help="first decoding temperature")
+    run.add_argument("--beam-size", type=int, default=_DEFAULTS.beam_size)
+    run.add_argument("--temperature", type=float, default=_DEFAULTS.temperatures[0], help="first decoding temperature")
     run.add_argument(
         "--temperature-increment-on-fallback",
         type=float,
-        default=0.2,
+        default=_TEMPERATURE_STEP,
         help="step up to 1.0 when decoding fails its checks; 0 disables fallback",
     )
     run.add_argument("--initial-prompt", default=None)
@@ -59,14 +72,44 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-line-width", type=int, default=None)
     run.add_argument("--max-line-count", type=int, default=None)
     run.add_argument("--no-vad", dest="vad_filter", action="store_false", help="do not skip silence (faster-whisper)")
-    run.add_argument("--batch-size", type=int, default=8, help="faster-whisper batched inference (0: sequential)")
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=_DEFAULTS.batch_size,
+        help=f"faster-whisper batched inference (0: sequential; default: {_DEFAULTS.batch_size})",
+    )
     run.add_argument("--cache-dir", default=None, help="default: $BATCHSCRIBE_CACHE_DIR or ~/.cache/batchscribe")
-    run.add_argument("--workers", type=int, default=4, help="files fetched and decoded concurrently")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=BatchRequest.model_fields["max_workers"].default,
+        help="files fetched and decoded concurrently",
+    )
+    run.add_argument(
+        "--max-input-size",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="fail inputs larger than this (bytes, or with K, M, G, T: 500M, 2G); remote ones before they download",
+    )
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
     server = sub.add_parser("server", help="the local Prefect server used when PREFECT_API_URL is not set")
     server.add_argument("action", choices=["start", "stop", "status"])
     return parser
+
+
+def parse_size(text: str) -> int:
+    """`2G` -> 2147483648 (binary units K, M, G, T; an optional trailing B or iB; plain bytes without)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS and not value[-1:].isdigit() else ""
+    try:
+        number = float(value[: len(value) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 500M or 2G)") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return int(number * _SIZE_UNITS[unit])
 
 
 def temperatures(start: float, increment: float) -> tuple[float, ...]:
@@ -77,8 +120,8 @@ def temperatures(start: float, increment: float) -> tuple[float, ...]:
     return tuple(round(start + i * increment, 4) for i in range(steps + 1))
 
 
-def request_from_args(args: argparse.Namespace):  # noqa: ANN201 - BatchRequest, imported lazily
-    from batchscribe.options import BatchRequest, OutputOptions, TranscribeOptions
+def request_from_args(args: argparse.Namespace) -> BatchRequest:
+    from batchscribe.options import OutputOptions
 
     formats = ALL_FORMATS if args.formats == "all" else tuple(f.strip() for f in args.formats.split(",") if f.strip())
     return BatchRequest(
@@ -87,6 +130,7 @@ def request_from_args(args: argparse.Namespace):  # noqa: ANN201 - BatchRequest,
         output=args.output,
         cache_dir=args.cache_dir,
         max_workers=args.workers,
+        max_input_bytes=args.max_input_size,
         transcribe=TranscribeOptions(
             model=args.model,
             engine=args.engine,

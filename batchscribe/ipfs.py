@@ -340,7 +340,12 @@ class KuboRpc:
 
     def get(self, cid: CID) -> bytes:
         try:
-            response = self.session.post(f"{self.url}/api/v0/block/get", params={"arg": str(cid)}, timeout=TIMEOUT_S)
+            response = self.session.post(
+                f"{self.url}/api/v0/block/get",
+                # The node's own deadline: a block it lacks is searched for until then, not forever.
+                params={"arg": str(cid), "timeout": f"{TIMEOUT_S[1]:g}s"},
+                timeout=(TIMEOUT_S[0], TIMEOUT_S[1] + 5),
+            )
         except requests.RequestException as e:
             raise IpfsUnavailableError(f"IPFS node {self.url} unreachable: {e}") from e
         if response.status_code != 200:
@@ -458,7 +463,7 @@ def _capped(fh: BinaryIO, max_bytes: int | None, url: str) -> Callable[[bytes], 
         nonlocal written
         written += len(data)
         if max_bytes is not None and written > max_bytes:
-            raise InputError(f"{url} is larger than the size cap of {max_bytes} bytes")
+            raise InputError(f"{url} is over {max_bytes:,} bytes, larger than the size cap (--max-input-size)")
         fh.write(data)
 
     return write

@@ -128,6 +128,12 @@ class BatchRequest(BaseModel):
         None, description="Cached task results, weights and decoded audio; default ~/.cache/batchscribe."
     )
     max_workers: int = Field(4, ge=1, le=64, description="Files fetched and decoded concurrently.")
+    max_input_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="Size cap per input: a larger file fails with a clear error (a remote one before or while it "
+        "downloads, never after). None: no cap.",
+    )
     storage_options: dict[str, dict] = Field(
         default_factory=dict,
         description="fsspec options per URL protocol for inputs and outputs, e.g. {'s3': {'endpoint_url': ...}} "

@@ -45,9 +45,29 @@ def protocol(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else "file"
 
 
+# HTTP(S) timeouts: give up on a server that does not answer or stalls, never on a long, steady download
+# (aiohttp's default is 300 s for the whole request, which cuts any download that takes longer).
+HTTP_CONNECT_TIMEOUT_S = 30.0
+HTTP_READ_TIMEOUT_S = 60.0  # longest wait for the next bytes
+
+
 def filesystem(url: str, storage_options: StorageOptions | None = None) -> tuple[AbstractFileSystem, str]:
-    """The fsspec filesystem for `url`, built with the options for its protocol, and the path inside it."""
-    options = (storage_options or {}).get(protocol(url), {})
+    """The fsspec filesystem for `url`, built with the options for its protocol, and the path inside it.
+
+    HTTP(S) gets connect and read timeouts (HTTP_CONNECT_TIMEOUT_S, HTTP_READ_TIMEOUT_S) and no limit on
+    the whole download, unless `storage_options` sets its own `client_kwargs.timeout`.
+    """
+    kind = protocol(url)
+    options = dict((storage_options or {}).get(kind, {}))
+    if kind in ("http", "https"):
+        import aiohttp
+
+        client_kwargs = dict(options.get("client_kwargs") or {})
+        client_kwargs.setdefault(
+            "timeout",
+            aiohttp.ClientTimeout(total=None, sock_connect=HTTP_CONNECT_TIMEOUT_S, sock_read=HTTP_READ_TIMEOUT_S),
+        )
+        options["client_kwargs"] = client_kwargs
     return fsspec.core.url_to_fs(url, **options)
 
 

@@ -21,9 +21,9 @@ from tasks.manifest import (
     STATUS_FAILED,
     STATUS_NO_AUDIO,
     STATUS_OK,
+    ManifestWriter,
     normalize,
     options_json,
-    update_manifest,
 )
 from tasks.subtitles import export_subtitles
 from tasks.transcribe import TranscribeResult, transcribe_audio, transcribe_cache_key
@@ -53,7 +53,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     """Transcribe every input of `request` and return this batch's manifest rows.
 
     Files run concurrently; the model runs one file at a time. Each file ends as one manifest row
-    (`<output>/manifest.parquet` and `.csv`, rewritten atomically as each file finishes). The run ends
+    (`<output>/manifest.parquet` and `.csv`, merged in atomically as files finish: see ManifestWriter). The run ends
     Failed, after everything that could finish has, when any file did not end ok.
     """
     logger = get_run_logger()
@@ -81,19 +81,20 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     )
     jobs: dict[Any, FileJob] = {}
     for item in items:
-        staged = stage_input.submit(item, str(cache_dir), request.storage_options)
+        staged = stage_input.submit(item, str(cache_dir), request.storage_options, request.max_input_bytes)
         audio = extract.submit(staged, str(cache_dir))
         result = transcribe.submit(staged, audio, options, str(cache_dir))
         jobs[result.task_run_id] = FileJob(item, staged, audio, result)
 
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     rows: list[dict[str, Any]] = []
-    for done in as_completed([job.result for job in jobs.values()]):
-        row = _finish_file(jobs[done.task_run_id], options, request, output_root)
-        rows.append(row)
-        update_manifest(output_root, [row], request.storage_options)
-        update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(rows) / len(items))
-        progress.file_finished(row)
+    with ManifestWriter(output_root, request.storage_options) as manifest:
+        for done in as_completed([job.result for job in jobs.values()]):
+            row = _finish_file(jobs[done.task_run_id], options, request, output_root)
+            rows.append(row)
+            progress.file_finished(row)
+            if manifest.add(row) or len(rows) == len(items):  # the UI's progress moves with the manifest
+                update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(rows) / len(items))
 
     batch = normalize(rows).sort_values(KEY, kind="stable").reset_index(drop=True)
     create_table_artifact(
@@ -166,7 +167,7 @@ def _finish_file(job: FileJob, options: TranscribeOptions, request: BatchRequest
         transcribe_s=result.transcribe_s,
         wall_s=wall_s,
         realtime_factor=audio.duration_s / wall_s if wall_s > 0 else None,
-        attempts=max(result.attempts, _run_count(job.staged)),
+        attempts=max(result.attempts, job.staged.result().attempts),
         warning="; ".join(w for w in (audio.warning, result.warning) if w),
         **{f"{fmt}_path": path for fmt, path in exported.result().items()},
     )

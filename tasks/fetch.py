@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from prefect import task
+from prefect.context import TaskRunContext
 
 from batchscribe import storage
 from batchscribe.retries import retry_when
@@ -20,6 +21,7 @@ MEDIA_EXTENSIONS = frozenset(
     ".amr .aif .aiff .caf .wv .mka .ac3".split()
 )
 HASH_CHUNK_BYTES = 1 << 20  # 1 MiB
+RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 429})  # and every 5xx; other 4xx answers are final
 
 
 class InputError(Exception):
@@ -44,6 +46,7 @@ class StagedFile:
     local_path: str
     sha256: str
     size_bytes: int
+    attempts: int = 1  # the stage task's runs, retries of a flaky download included
 
 
 def read_input_list(location: str, storage_options: StorageOptions | None = None) -> list[str]:
@@ -139,7 +142,7 @@ def expand_url(url: str, storage_options: StorageOptions | None = None) -> list[
             return _expand_ipfs(url, storage_options)
         return _expand_fsspec(url, storage_options)
     except Exception as e:  # noqa: BLE001 - any listing failure becomes that input's row
-        return [InputItem(url, _url_relative_path(url), f"cannot list {url}: {_describe(e)}")]
+        return [InputItem(url, _url_relative_path(url), f"cannot list {storage.redact(url)}: {_describe(e)}")]
 
 
 def _expand_ipfs(url: str, storage_options: StorageOptions | None) -> list[InputItem]:
@@ -156,7 +159,7 @@ def _expand_ipfs(url: str, storage_options: StorageOptions | None) -> list[Input
         if f.error
         or (PurePosixPath(f.path).suffix.lower() in MEDIA_EXTENSIONS and not f.path.split("/")[-1].startswith("."))
     ]
-    return items or [InputItem(url, _safe_relative(base), f"no media files found in {url}")]
+    return items or [InputItem(url, _safe_relative(base), f"no media files found in {storage.redact(url)}")]
 
 
 def _expand_fsspec(url: str, storage_options: StorageOptions | None) -> list[InputItem]:
@@ -175,7 +178,7 @@ def _expand_fsspec(url: str, storage_options: StorageOptions | None) -> list[Inp
     else:
         return [InputItem(url, _url_relative_path(url))]
     items = [InputItem(u, _url_relative_path(u)) for u in (fs.unstrip_protocol(p) for p in sorted(files))]
-    return items or [InputItem(url, _url_relative_path(url), f"no media files found in {url}")]
+    return items or [InputItem(url, _url_relative_path(url), f"no media files found in {storage.redact(url)}")]
 
 
 def _ipfs_options(storage_options: StorageOptions | None) -> dict[str, str | None]:
@@ -187,7 +190,7 @@ def _describe(error: BaseException) -> str:
     return str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
 
 
-def stage_local(item: InputItem) -> StagedFile:
+def stage_local(item: InputItem, max_bytes: int | None = None) -> StagedFile:
     """Hash a local file in place (it is never copied). Raises InputError with the cause in words."""
     path = Path(item.source)
     try:
@@ -202,6 +205,8 @@ def stage_local(item: InputItem) -> StagedFile:
         size = path.stat().st_size
         if size == 0:
             raise InputError(f"file is empty (0 bytes): {item.source}")
+        if max_bytes is not None and size > max_bytes:
+            raise InputError(_too_big(item.source, size, max_bytes))
         digest = sha256_file(path)
     except PermissionError as e:
         raise InputError(f"permission denied reading {item.source}") from e
@@ -244,12 +249,13 @@ def _download_name(item: InputItem) -> str:
 def _download_fsspec(
     item: InputItem, download_dir: Path, storage_options: StorageOptions | None, max_bytes: int | None
 ) -> Path:
+    shown = storage.redact(item.source)  # never credentials in an error (it reaches logs and the manifest)
     try:
         fs, path = storage.filesystem(item.source, storage_options)
         info = fs.info(path)
         size = info.get("size")
         if max_bytes is not None and size is not None and size > max_bytes:
-            raise InputError(f"{item.source} is {size} bytes, larger than the size cap of {max_bytes} bytes")
+            raise InputError(_too_big(item.source, size, max_bytes))
         version = [str(info.get(k, "")) for k in ("ETag", "etag", "LastModified", "mtime", "VersionId")]
         key = hashlib.sha256("\n".join([item.source, str(size), *version]).encode()).hexdigest()[:32]
         target = download_dir / key / _download_name(item)
@@ -263,10 +269,10 @@ def _download_fsspec(
                 while chunk := src.read(HASH_CHUNK_BYTES):
                     written += len(chunk)
                     if max_bytes is not None and written > max_bytes:
-                        raise InputError(f"{item.source} is larger than the size cap of {max_bytes} bytes")
+                        raise InputError(_too_big(item.source, None, max_bytes))
                     dst.write(chunk)
             if size is not None and written != size:
-                raise ConnectionError(f"download of {item.source} ended early: {written} of {size} bytes")
+                raise ConnectionError(f"download of {shown} ended early: {written} of {size} bytes")
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -274,13 +280,33 @@ def _download_fsspec(
     except (InputError, ConnectionError):
         raise
     except FileNotFoundError as e:
-        raise InputError(f"not found: {item.source}") from e
+        # fsspec's HTTP filesystem reports every failed size probe as FileNotFoundError: look at the cause.
+        if isinstance(e.__cause__, Exception) and not isinstance(e.__cause__, FileNotFoundError):
+            status = getattr(e.__cause__, "status", None)
+            if status not in (404, 410):
+                raise _classify(e.__cause__, item.source, shown) from e
+        raise InputError(f"not found: {shown}") from e
     except PermissionError as e:
-        raise InputError(f"permission denied reading {item.source}") from e
+        raise InputError(f"permission denied reading {shown}") from e
     except Exception as e:  # noqa: BLE001 - aiohttp/botocore errors are not OSErrors: classify by name
-        if _looks_transient(e):
-            raise ConnectionError(f"download of {item.source} failed: {type(e).__name__}: {e}") from e
-        raise
+        raise _classify(e, item.source, shown) from e
+
+
+def _classify(error: Exception, source: str, shown: str) -> Exception:
+    """What a failed download means: a final InputError, a retryable ConnectionError, or `error` itself."""
+    status = getattr(error, "status", None)  # an HTTP error answer (aiohttp's ClientResponseError)
+    if isinstance(status, int) and 400 <= status < 500 and status not in RETRYABLE_HTTP_STATUSES:
+        reason = getattr(error, "message", "") or ""
+        return InputError(f"{shown}: the server answered HTTP {status} {reason}".strip())
+    if _looks_transient(error):
+        detail = str(error).replace(source, shown)
+        return ConnectionError(f"download of {shown} failed: {type(error).__name__}: {detail}")
+    return error
+
+
+def _too_big(source: str, size: int | None, max_bytes: int) -> str:
+    what = f"{size:,} bytes" if size is not None else f"over {max_bytes:,} bytes"
+    return f"{storage.redact(source)} is {what}, larger than the size cap (--max-input-size) of {max_bytes:,} bytes"
 
 
 def _looks_transient(error: BaseException) -> bool:
@@ -351,13 +377,22 @@ retry_if_transient = retry_when(is_transient)
     retry_jitter_factor=0.2,
     retry_condition_fn=retry_if_transient,
 )
-def stage_input(item: InputItem, cache_dir: str, storage_options: StorageOptions | None = None) -> StagedFile:
+def stage_input(
+    item: InputItem,
+    cache_dir: str,
+    storage_options: StorageOptions | None = None,
+    max_bytes: int | None = None,
+) -> StagedFile:
     """Make one input local and hash its content (sha256), which keys every cache downstream.
 
-    Remote inputs (URLs, `ipfs://`) download once into `<cache_dir>/downloads`.
+    Remote inputs (URLs, `ipfs://`) download once into `<cache_dir>/downloads`. Inputs over `max_bytes`
+    fail with InputError (a remote one before or while it downloads, never after).
     """
     if item.error:
         raise InputError(item.error)
     if is_url(item.source):
-        return stage_remote(item, Path(cache_dir) / "downloads", storage_options)
-    return stage_local(item)
+        staged = stage_remote(item, Path(cache_dir) / "downloads", storage_options, max_bytes)
+    else:
+        staged = stage_local(item, max_bytes)
+    context = TaskRunContext.get()
+    return replace(staged, attempts=context.task_run.run_count) if context else staged

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import fsspec
@@ -14,6 +13,8 @@ import pytest
 from batchscribe import storage
 from tasks.fetch import InputError, InputItem, is_transient, resolve_inputs, stage_remote
 from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET, read_manifest, write_manifest
+from tests.http_fixtures import RangeHandler as _Handler
+from tests.http_fixtures import serve_folder
 from tests.ipfs_fixtures import Dag, TrustlessGateway
 
 MEDIA = bytes(range(256)) * 4000  # ~1 MiB: several range requests at fsspec's block size
@@ -22,60 +23,13 @@ MEDIA = bytes(range(256)) * 4000  # ~1 MiB: several range requests at fsspec's b
 # ---------------------------------------------------------------------------------------------- HTTP
 
 
-class _Handler(SimpleHTTPRequestHandler):
-    """Serves a folder with Range support (SimpleHTTPRequestHandler has none); `drop/` paths die mid-file."""
-
-    hits: list[tuple[str, str]] = []
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._serve(head=True)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._serve(head=False)
-
-    def _serve(self, head: bool) -> None:
-        type(self).hits.append((self.path, self.headers.get("Range", "")))
-        path = Path(self.directory) / self.path.lstrip("/").removeprefix("drop/")
-        if not path.is_file():
-            return self.send_error(404)
-        data = path.read_bytes()
-        start, end = 0, len(data) - 1
-        if rng := self.headers.get("Range"):
-            first, _, last = rng.removeprefix("bytes=").partition("-")
-            start, end = int(first or 0), min(int(last or len(data) - 1), len(data) - 1)
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", '"v1"')
-        self.send_header("Content-Length", str(end - start + 1))
-        self.end_headers()
-        if head:
-            return
-        body = data[start : end + 1]
-        if self.path.startswith("/drop/"):
-            self.wfile.write(body[: len(body) // 3])
-            self.wfile.flush()
-            self.connection.shutdown(2)  # the connection dies mid-file
-            return
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[str]:
     root = tmp_path / "www"
     root.mkdir()
     (root / "talk.mp3").write_bytes(MEDIA)
-    _Handler.hits = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_folder(root) as url:
+        yield url
 
 
 def test_http_file_downloads_with_ranges_once_into_the_cache(http_server: str, tmp_path: Path) -> None:
@@ -120,6 +74,56 @@ def test_dropped_connection_is_retried_by_prefect_then_fails_clearly(
         state.result()
     heads = [p for p, rng in _Handler.hits if rng == ""]
     assert len(heads) >= 4  # the first try and 3 retries each asked again
+
+
+def test_http_refusal_other_than_404_is_permanent_and_names_the_status(http_server: str, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="HTTP 403") as info:
+        stage_remote(InputItem(f"{http_server}/forbidden/talk.mp3", "talk.mp3"), tmp_path)
+    assert not is_transient(info.value)
+
+
+def test_http_server_error_is_transient(http_server: str, tmp_path: Path) -> None:
+    _Handler.flaky_left = 99
+    with pytest.raises(ConnectionError, match="503") as info:
+        stage_remote(InputItem(f"{http_server}/flaky/talk.mp3", "talk.mp3"), tmp_path)
+    assert is_transient(info.value)
+
+
+def test_stalled_download_times_out_instead_of_hanging(
+    http_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "HTTP_READ_TIMEOUT_S", 1.0)  # 60 s in real use
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="stall/talk.mp3") as info:
+        stage_remote(InputItem(f"{http_server}/stall/talk.mp3", "talk.mp3"), tmp_path / "dl")
+    assert time.monotonic() - started < _Handler.STALL_S  # it gave up, it did not wait the server out
+    assert is_transient(info.value)
+    assert not [p for p in (tmp_path / "dl").rglob("*") if p.is_file()]
+
+
+def test_long_downloads_have_no_total_time_limit() -> None:
+    fs, _ = storage.filesystem("https://media.example.org/ten-hours.mp4")
+    timeout = fs.client_kwargs["timeout"]
+    assert timeout.total is None and timeout.sock_read == storage.HTTP_READ_TIMEOUT_S
+    assert timeout.sock_connect == storage.HTTP_CONNECT_TIMEOUT_S
+    mine = {"https": {"client_kwargs": {"timeout": "user's own"}}}
+    assert storage.filesystem("https://x.org/a.mp3", mine)[0].client_kwargs["timeout"] == "user's own"
+
+
+def test_size_cap_refuses_before_downloading(http_server: str, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"1,024,000 bytes, larger than the size cap .* of 1,000 bytes") as info:
+        stage_remote(InputItem(f"{http_server}/talk.mp3", "talk.mp3"), tmp_path / "dl", max_bytes=1000)
+    assert not is_transient(info.value)
+    assert all(rng == "" for _, rng in _Handler.hits)  # only the size was asked for: no body was fetched
+    assert not [p for p in (tmp_path / "dl").rglob("*") if p.is_file()]
+
+
+def test_credentials_in_a_url_never_reach_an_error(http_server: str, tmp_path: Path) -> None:
+    authority = http_server.removeprefix("http://")
+    for path, error in (("missing.mp3", InputError), ("forbidden/a.mp3", InputError), ("drop/talk.mp3", Exception)):
+        with pytest.raises(error) as info:
+            stage_remote(InputItem(f"http://me:hunter2@{authority}/{path}", "a.mp3"), tmp_path / "dl")
+        assert "hunter2" not in str(info.value) and "***@" in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------- memory://

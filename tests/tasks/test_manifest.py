@@ -62,10 +62,25 @@ def test_write_is_atomic_and_round_trips(tmp_path: Path) -> None:
 
 
 def _writer(root: str, prefix: str, n: int) -> None:
-    from tasks.manifest import update_manifest
+    from tasks.manifest import ManifestWriter
 
-    for i in range(n):
-        update_manifest(root, [{"relative_path": f"{prefix}/{i:03d}.mp3", "status": "ok"}])
+    # One batch flushes after every row, the other buffers rows between flushes (what the flow does).
+    with ManifestWriter(root, min_interval_s=0.0 if prefix == "a" else 0.02, cost_factor=0.0) as writer:
+        for i in range(n):
+            writer.add({"relative_path": f"{prefix}/{i:03d}.mp3", "status": "ok"})
+
+
+def test_writer_flushes_the_first_row_at_once_then_batches_and_loses_nothing(tmp_path: Path) -> None:
+    from tasks.manifest import ManifestWriter
+
+    with ManifestWriter(tmp_path, min_interval_s=3600) as writer:
+        assert writer.add({"relative_path": "a.mp3", "status": "ok"})  # the first row is on disk at once
+        assert list(read_manifest(tmp_path)["relative_path"]) == ["a.mp3"]
+        assert not writer.add({"relative_path": "b.mp3", "status": "failed", "error": "x"})  # buffered
+        assert not writer.add({"relative_path": "c.mp3", "status": "ok"})
+        assert len(read_manifest(tmp_path)) == 1
+    back = read_manifest(tmp_path)  # closing flushed the rest
+    assert list(back["relative_path"]) == ["a.mp3", "b.mp3", "c.mp3"] and writer.flushes == 2
 
 
 def test_two_batches_writing_one_folder_lose_no_rows(tmp_path: Path) -> None:
