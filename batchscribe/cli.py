@@ -161,7 +161,6 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.task_runners import ThreadPoolTaskRunner
 
     from batchscribe import progress
     from batchscribe.server import ensure_local_server, running_server
@@ -184,9 +183,8 @@ def run(args: argparse.Namespace) -> int:
     bar = None if args.no_progress else _ProgressBar()
     unsubscribe = progress.subscribe(bar) if bar else (lambda: None)
     try:
-        flow = transcribe_batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=request.max_workers))
         with temporary_settings({PREFECT_API_URL: api_url}):
-            state = flow(request, return_state=True)
+            state = transcribe_batch(request, return_state=True)
     finally:
         unsubscribe()
         if bar:

@@ -183,12 +183,14 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
 def child(name: str, spec: Path) -> dict:
     """Run one configuration in a fresh process; return its result with peak RSS (MB)."""
     out = spec.with_suffix(f".{name}.json")
+    started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--spec", str(spec), "--result", str(out)])
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise SystemExit(f"{name} failed with status {status}")
     result = json.loads(out.read_text())
     result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    result["process_s"] = time.perf_counter() - started  # the whole process: interpreter start and imports too
     return result
 
 
@@ -326,6 +328,23 @@ def report(args: argparse.Namespace, out: Path, url: str) -> None:
             f"{name:<40} {r['wall_s']:8.1f} {audio_s / r['wall_s']:10.1f} {ratio:7.2f} "
             f"{100 * wer(files, r['texts']):7.1f}% {100 * wer(files, r['texts'], 'en'):6.1f}% {r['peak_rss_mb']:12.0f}"
         )
+    flow = next((r for n, r in rows if n == "c-batchscribe-flow-defaults"), None)
+    if flow:  # the same batch again, same cache: everything is cached
+        spec.write_text(
+            json.dumps(
+                {
+                    "files": files,
+                    "cache_dir": str(out / "cache-c-batchscribe-flow-defaults"),
+                    "output": str(out / "outputs"),
+                }
+            )
+        )
+        again = child("c-batchscribe-flow-defaults", spec)
+        print(
+            f"\nre-run of this finished batch: {again['process_s']:.1f} s for the whole process "
+            f"({again['wall_s']:.1f} s after interpreter start) = {100 * again['process_s'] / flow['process_s']:.1f}% "
+            f"of its first run's process ({100 * again['wall_s'] / flow['wall_s']:.1f}%) (target <= 2%)"
+        )
     if args.skip_overhead:
         return
     overhead(out, base_cache, url)
@@ -348,7 +367,12 @@ def overhead(out: Path, base_cache: Path, url: str) -> None:
         f"\n20 files: flow {flow:.1f} s vs bare engine loop {bare:.1f} s (same settings) -> {flow / bare:.3f}x "
         "(target <= 1.05x)"
     )
-    print(f"re-run of the finished batch: {rerun:.1f} s = {100 * rerun / flow:.1f}% of the first run (target <= 2%)")
+    rerun_process, flow_process = results["rerun"]["process_s"], results["c-batchscribe-flow-defaults"]["process_s"]
+    print(
+        f"re-run of the finished batch: {rerun_process:.1f} s for the whole process ({rerun:.1f} s after interpreter "
+        f"start) = {100 * rerun_process / flow_process:.1f}% of the first run ({100 * rerun / flow:.1f}%) "
+        "(target <= 2%)"
+    )
 
     probe = files[0]["path"]
     env_server = {**os.environ, "PREFECT_API_URL": url}

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import Task, flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.states import State
 
 from batchscribe import progress, storage
 from batchscribe.locks import locked_cache_policy
@@ -40,21 +41,15 @@ class BatchFailed(Exception):
         self.manifest = manifest
 
 
-@dataclass
-class FileJob:
-    item: InputItem
-    staged: PrefectFuture[StagedFile]
-    audio: PrefectFuture[AudioFile]
-    result: PrefectFuture[TranscribeResult]
-
-
-@flow(name="transcribe-batch", task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name="transcribe-batch")
 def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     """Transcribe every input of `request` and return this batch's manifest rows.
 
-    Files run concurrently; the model runs one file at a time. Each file ends as one manifest row
-    (`<output>/manifest.parquet` and `.csv`, merged in atomically as files finish: see ManifestWriter). The run ends
-    Failed, after everything that could finish has, when any file did not end ok.
+    `request.max_workers` files are in flight at once, each carried through stage -> extract ->
+    transcribe -> export by one worker thread; the model runs one file at a time while the others fetch
+    and decode. Each file ends as one manifest row (`<output>/manifest.parquet` and `.csv`, merged in
+    atomically as files finish: see ManifestWriter). The run ends Failed, after everything that could
+    finish has, when any file did not end ok.
     """
     logger = get_run_logger()
     options = request.transcribe.resolved()
@@ -73,28 +68,32 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     progress.batch_started(len(items))
     results = cache_dir / "results"
     # One worker at a time per cache key, across processes sharing the cache (the others wait, then hit).
-    extract = extract_audio.with_options(
-        result_storage=results, cache_policy=locked_cache_policy(audio_cache_key, cache_dir)
+    pipeline = FilePipeline(
+        request,
+        options,
+        output_root,
+        extract=extract_audio.with_options(
+            result_storage=results, cache_policy=locked_cache_policy(audio_cache_key, cache_dir)
+        ),
+        transcribe=transcribe_audio.with_options(
+            result_storage=results, cache_policy=locked_cache_policy(transcribe_cache_key, cache_dir)
+        ),
     )
-    transcribe = transcribe_audio.with_options(
-        result_storage=results, cache_policy=locked_cache_policy(transcribe_cache_key, cache_dir)
-    )
-    jobs: dict[Any, FileJob] = {}
-    for item in items:
-        staged = stage_input.submit(item, str(cache_dir), request.storage_options, request.max_input_bytes)
-        audio = extract.submit(staged, str(cache_dir))
-        result = transcribe.submit(staged, audio, options, str(cache_dir))
-        jobs[result.task_run_id] = FileJob(item, staged, audio, result)
-
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     rows: list[dict[str, Any]] = []
-    with ManifestWriter(output_root, request.storage_options) as manifest:
-        for done in as_completed([job.result for job in jobs.values()]):
-            row = _finish_file(jobs[done.task_run_id], options, request, output_root)
-            rows.append(row)
-            progress.file_finished(row)
-            if manifest.add(row) or len(rows) == len(items):  # the UI's progress moves with the manifest
-                update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(rows) / len(items))
+    pool = ThreadPoolExecutor(request.max_workers, thread_name_prefix="batchscribe-file")
+    try:
+        with ManifestWriter(output_root, request.storage_options) as manifest:
+            # Each worker runs in a copy of this context, so its task runs belong to this flow run.
+            futures = [pool.submit(copy_context().run, pipeline.run, item) for item in items]
+            for done in as_completed(futures):
+                row = done.result()
+                rows.append(row)
+                progress.file_finished(row)
+                if manifest.add(row) or len(rows) == len(items):  # the UI's progress moves with the manifest
+                    update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(rows) / len(items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
     batch = normalize(rows).sort_values(KEY, kind="stable").reset_index(drop=True)
     create_table_artifact(
@@ -113,69 +112,88 @@ def all_inputs(request: BatchRequest) -> list[str]:
     return [*request.inputs, *listed]
 
 
-def _finish_file(job: FileJob, options: TranscribeOptions, request: BatchRequest, output_root: str) -> dict:
-    """Export a transcribed file and build its manifest row; a failure anywhere becomes the row's error."""
-    row: dict[str, Any] = {
-        "source": storage.redact(job.item.source),
-        "relative_path": job.item.relative_path,
-        "engine": options.engine,
-        "model": options.model,
-        "compute_type": options.compute_type,
-        "options_hash": options.cache_hash(),
-        "options": options_json(options),
-    }
-    for future in (job.staged, job.audio, job.result):
-        future.wait()  # sets the future's final state locally; `.state` alone may ask the API and lag
-        if not future.state.is_completed():
-            error = future.state.result(raise_on_failure=False)
-            row.update(_error_columns(error), attempts=_run_count(future))
-            break
-    staged = _completed_result(job.staged)
-    if isinstance(staged, StagedFile):
+@dataclass(frozen=True)
+class FilePipeline:
+    """One file's way through the tasks, called in a worker thread; every failure becomes its row's error.
+
+    The tasks are called, not submitted: each gets its upstream result as a plain value, so no task has to
+    ask the API for an upstream future's state (which cost a round trip per task on a cached re-run).
+    """
+
+    request: BatchRequest
+    options: TranscribeOptions
+    output_root: str
+    extract: Task
+    transcribe: Task
+
+    def run(self, item: InputItem) -> dict[str, Any]:
+        """The manifest row for `item`."""
+        request, options = self.request, self.options
+        cache_dir = str(request.cache_path())
+        row: dict[str, Any] = {
+            "source": storage.redact(item.source),
+            "relative_path": item.relative_path,
+            "engine": options.engine,
+            "model": options.model,
+            "compute_type": options.compute_type,
+            "options_hash": options.cache_hash(),
+            "options": options_json(options),
+        }
+        try:
+            return self._through_tasks(item, row, cache_dir)
+        except Exception as error:  # noqa: BLE001 - a bug or a lost API connection: still this file's row
+            return {**row, **_error_columns(error), "attempts": 1}
+
+    def _through_tasks(self, item: InputItem, row: dict[str, Any], cache_dir: str) -> dict[str, Any]:
+        request, options = self.request, self.options
+        state = stage_input(item, cache_dir, request.storage_options, request.max_input_bytes, return_state=True)
+        if not state.is_completed():
+            return _failed(row, state)
+        staged: StagedFile = state.result()
         row.update(sha256=staged.sha256, size_bytes=staged.size_bytes)
-    audio = _completed_result(job.audio)
-    if isinstance(audio, AudioFile):
+
+        state = self.extract(staged, cache_dir, return_state=True)
+        if not state.is_completed():
+            return _failed(row, state)
+        audio: AudioFile = state.result()
         row.update(duration_s=audio.duration_s, decode_s=audio.decode_s, warning=audio.warning)
-    if "status" in row:
+
+        state = self.transcribe(staged, audio, options, cache_dir, return_state=True)
+        if not state.is_completed():
+            return _failed(row, state)
+        result: TranscribeResult = state.result()
+
+        state = export_subtitles(
+            result.transcript, item.relative_path, self.output_root, request.outputs, request.storage_options,
+            return_state=True,
+        )  # fmt: skip
+        if not state.is_completed():
+            return _failed(row, state)
+        transcript = result.transcript
+        wall_s = audio.decode_s + result.transcribe_s
+        row.update(
+            status=STATUS_OK,
+            error="",
+            language=transcript.language,
+            language_probability=transcript.language_probability,
+            engine=result.engine,
+            model=result.model,
+            compute_type=result.compute_type,
+            options_hash=result.options_hash,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            transcribe_s=result.transcribe_s,
+            wall_s=wall_s,
+            realtime_factor=audio.duration_s / wall_s if wall_s > 0 else None,
+            attempts=max(result.attempts, staged.attempts),
+            warning="; ".join(w for w in (audio.warning, result.warning) if w),
+            **{f"{fmt}_path": path for fmt, path in state.result().items()},
+        )
         return row
 
-    result: TranscribeResult = job.result.result()
-    exported = export_subtitles(
-        result.transcript,
-        job.item.relative_path,
-        output_root,
-        request.outputs,
-        request.storage_options,
-        return_state=True,
-    )
-    if not exported.is_completed():
-        row.update(_error_columns(exported.result(raise_on_failure=False)))
-        return row
-    transcript = result.transcript
-    wall_s = audio.decode_s + result.transcribe_s
-    row.update(
-        status=STATUS_OK,
-        error="",
-        language=transcript.language,
-        language_probability=transcript.language_probability,
-        engine=result.engine,
-        model=result.model,
-        compute_type=result.compute_type,
-        options_hash=result.options_hash,
-        started_at=result.started_at,
-        finished_at=result.finished_at,
-        transcribe_s=result.transcribe_s,
-        wall_s=wall_s,
-        realtime_factor=audio.duration_s / wall_s if wall_s > 0 else None,
-        attempts=max(result.attempts, job.staged.result().attempts),
-        warning="; ".join(w for w in (audio.warning, result.warning) if w),
-        **{f"{fmt}_path": path for fmt, path in exported.result().items()},
-    )
-    return row
 
-
-def _completed_result(future: PrefectFuture) -> Any:
-    return future.result() if future.state.is_completed() else None
+def _failed(row: dict[str, Any], state: State) -> dict[str, Any]:
+    return {**row, **_error_columns(state.result(raise_on_failure=False)), "attempts": _run_count(state)}
 
 
 def _error_columns(error: Any) -> dict[str, str]:
@@ -188,13 +206,14 @@ def _error_columns(error: Any) -> dict[str, str]:
     return {"status": STATUS_FAILED, "error": f"did not finish: {error!r}"}
 
 
-def _run_count(future: PrefectFuture) -> int:
-    """How many times Prefect ran the task (1 + retries); 1 when the API cannot say."""
+def _run_count(state: State) -> int:
+    """How many times Prefect ran the task (1 + retries); 1 when the API cannot say. Asked for failures only:
+    a completed file's count travels in its results."""
     from prefect.client.orchestration import get_client
 
     try:
         with get_client(sync_client=True) as client:
-            return max(1, client.read_task_run(future.task_run_id).run_count)
+            return max(1, client.read_task_run(state.state_details.task_run_id).run_count)
     except Exception:  # noqa: BLE001 - a count is not worth failing a file for
         return 1
 
