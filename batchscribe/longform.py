@@ -1,14 +1,16 @@
 """Long files in bounded memory: transcribe decoded PCM in windows cut at quiet points, then stitch.
 
 A 10-hour file is 576 M samples, 2.3 GB as float32; windows of 20 minutes hold 77 MB at a time. The
-PCM stays on disk (memory-mapped int16), and each window is converted to float32 only while it is used.
+PCM stays on disk (int16), and each window is read and converted to float32 only while it is used.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -22,24 +24,36 @@ QUIET_FRAME_S = 0.2  # energy is measured over 200 ms frames
 
 
 def pcm_windows(path: str | Path, window_s: float = WINDOW_S) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (offset_s, float32 samples) windows of a raw s16le mono 16 kHz file, cut at quiet points."""
-    pcm = np.memmap(path, dtype="<i2", mode="r")
+    """Yield (offset_s, float32 samples) windows of a raw s16le mono 16 kHz file, cut at quiet points.
+
+    Windows are read with plain reads, not a memory map: a map's pages stay resident (and counted in the
+    process's RSS) after use, so a map would grow with the file's length.
+    """
     window, search, frame = (
         int(window_s * SAMPLE_RATE),
         int(CUT_SEARCH_S * SAMPLE_RATE),
         int(QUIET_FRAME_S * SAMPLE_RATE),
     )
-    start = 0
-    while start < len(pcm):
-        end = min(start + window, len(pcm))
-        if end < len(pcm) and end - start > search:
-            end = _quietest_cut(pcm, end - search, end, frame)
-        yield start / SAMPLE_RATE, np.asarray(pcm[start:end], dtype=np.float32) / 32768.0
-        start = end
+    with open(path, "rb") as fh:
+        total = os.fstat(fh.fileno()).st_size // 2
+        start = 0
+        while start < total:
+            end = min(start + window, total)
+            pcm = _read(fh, start, end)
+            if end < total and end - start > search:
+                end = start + _quietest_cut(pcm[-search:], end - start - search, frame)
+            yield start / SAMPLE_RATE, pcm[: end - start].astype(np.float32) / 32768.0
+            start = end
 
 
-def _quietest_cut(pcm: np.ndarray, lo: int, hi: int, frame: int) -> int:
-    region = np.asarray(pcm[lo:hi], dtype=np.float32)
+def _read(fh: BinaryIO, start: int, end: int) -> np.ndarray:
+    fh.seek(start * 2)
+    return np.frombuffer(fh.read((end - start) * 2), dtype="<i2")
+
+
+def _quietest_cut(region: np.ndarray, lo: int, frame: int) -> int:
+    """The middle of the quietest `frame` in `region`, as an index counted from `lo`."""
+    region = region.astype(np.float32)
     frames = region[: len(region) // frame * frame].reshape(-1, frame)
     quietest = int(np.argmin((frames**2).mean(axis=1)))
     return lo + quietest * frame + frame // 2

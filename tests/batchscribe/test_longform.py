@@ -27,6 +27,26 @@ def test_windows_cover_the_file_exactly_and_cut_in_silence(tmp_path: Path) -> No
     assert all(w.dtype == np.float32 for _, w in windows)
 
 
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_reading_windows_does_not_grow_memory_with_duration(tmp_path: Path) -> None:
+    hour = tmp_path / "hour.pcm"
+    chunk = (np.random.default_rng(0).normal(0, 300, 60 * 16_000)).astype("<i2").tobytes()
+    with hour.open("wb") as fh:
+        for _ in range(60):  # one hour, 115 MB of PCM
+            fh.write(chunk)
+    before, peak = _rss_mb(), 0.0
+    for _, window in pcm_windows(hour, window_s=120):
+        peak = max(peak, _rss_mb())
+        del window
+    assert peak - before < 40, (before, peak)  # two minutes of float32 is 7.7 MB; a memory map would hold 115 MB
+
+
 def test_windowed_transcript_is_stitched_in_order(tmp_path: Path, session_cache: Path) -> None:
     clip = decode_audio(SPEECH / "en.wav", tmp_path / "en.pcm")
     pcm = np.fromfile(clip.path, dtype="<i2")
