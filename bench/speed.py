@@ -121,12 +121,19 @@ def build_corpus(folder: Path, long_minutes: float, n_short: int, seed: int = 0)
         files.append({"path": str(dest), "text": " ".join(p[1] for p in picks), "language": picks[0][2]})
     if long_minutes <= 0:
         return _with_durations(files)
-    parts, texts, seconds = [], [], 0.0
+    # The English clips in shuffled rounds, never the same clip twice within a round's length (~65 s): real
+    # speech does not repeat itself verbatim, and a 30-s window that did would look like a repetition loop
+    # to Whisper's compression-ratio check and trigger temperature fallback that real recordings would not.
+    parts, texts, seconds, last = [], [], 0.0, None
     while seconds < long_minutes * 60:
-        clip = rng.choice(english)
-        parts += [clip[0], gap()]
-        texts.append(clip[1])
-        seconds += len(clip[0]) / SAMPLE_RATE
+        round_ = rng.sample(english, len(english))
+        if round_[0] is last:
+            round_.append(round_.pop(0))
+        for clip in round_:
+            parts += [clip[0], gap()]
+            texts.append(clip[1])
+            seconds += len(clip[0]) / SAMPLE_RATE
+        last = round_[-1]
     dest = folder / "long_english.mp3"
     encode(np.concatenate(parts), dest)
     files.append({"path": str(dest), "text": " ".join(texts), "language": "en"})
