@@ -14,6 +14,7 @@ from prefect.states import State
 
 from batchscribe import progress, storage
 from batchscribe.locks import locked_cache_policy
+from batchscribe.malloc import limit_malloc_arenas
 from batchscribe.options import BatchRequest, TranscribeOptions
 from tasks.audio import AudioFile, NoAudioError, audio_cache_key, extract_audio
 from tasks.fetch import InputItem, StagedFile, read_input_list, resolve_inputs, stage_input
@@ -28,6 +29,8 @@ from tasks.manifest import (
 )
 from tasks.subtitles import export_subtitles
 from tasks.transcribe import TranscribeResult, transcribe_audio, transcribe_cache_key
+
+limit_malloc_arenas()  # at import, before the worker and event-loop threads allocate: see batchscribe/malloc.py
 
 ARTIFACT_ROWS = 500  # the table artifact is a view; the parquet manifest holds every row
 
