@@ -47,7 +47,7 @@ server: $(STAMP)
 test-ipfs: $(STAMP)
 	$(BIN)/python -m pytest -m ipfs_node tests/integration
 
-## Throughput benchmark (bench/speed.py): ~20-30 min on 2 cores; prints ratios, WER and peak RSS.
+## Throughput benchmark (bench/speed.py): ~40 min on 2 cores; prints ratios, WER and peak RSS.
 bench: $(STAMP)
 	$(BIN)/python bench/speed.py
 

@@ -74,3 +74,23 @@ def test_openai_whisper_engine_on_cpu(audio, clips, session_cache) -> None:
     transcript = engine.transcribe(audio["en.wav"], opts)
     assert transcript.language == "en" and transcript.language_probability > 0.5
     assert wer(clips["en.wav"]["text"], transcript.text) < ENGLISH_WER_BOUND, transcript.text
+
+
+def _has_cuda() -> bool:
+    from batchscribe.options import _cuda_available
+
+    return _cuda_available()
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.skipif(not _has_cuda(), reason="no CUDA GPU on this machine")
+@pytest.mark.parametrize(
+    ("engine", "compute_type", "batch_size"), [("openai-whisper", "float16", 0), ("faster-whisper", "float16", 8)]
+)
+def test_gpu_engines_in_fp16(engine, compute_type, batch_size, audio, clips, session_cache) -> None:
+    opts = TranscribeOptions(
+        engine=engine, device="cuda", compute_type=compute_type, batch_size=batch_size, temperatures=(0.0,)
+    ).resolved()
+    transcript = load_engine(opts, session_cache).transcribe(audio["en.wav"], opts)
+    assert transcript.language == "en"
+    assert wer(clips["en.wav"]["text"], transcript.text) < ENGLISH_WER_BOUND
