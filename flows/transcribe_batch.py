@@ -75,6 +75,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
         request,
         options,
         output_root,
+        str(cache_dir),
         extract=extract_audio.with_options(
             result_storage=results, cache_policy=locked_cache_policy(audio_cache_key, cache_dir)
         ),
@@ -126,13 +127,13 @@ class FilePipeline:
     request: BatchRequest
     options: TranscribeOptions
     output_root: str
+    cache_dir: str
     extract: Task
     transcribe: Task
 
     def run(self, item: InputItem) -> dict[str, Any]:
         """The manifest row for `item`."""
-        request, options = self.request, self.options
-        cache_dir = str(request.cache_path())
+        options = self.options
         row: dict[str, Any] = {
             "source": storage.redact(item.source),
             "relative_path": item.relative_path,
@@ -143,12 +144,12 @@ class FilePipeline:
             "options": options_json(options),
         }
         try:
-            return self._through_tasks(item, row, cache_dir)
+            return self._through_tasks(item, row)
         except Exception as error:  # noqa: BLE001 - a bug or a lost API connection: still this file's row
             return {**row, **_error_columns(error), "attempts": 1}
 
-    def _through_tasks(self, item: InputItem, row: dict[str, Any], cache_dir: str) -> dict[str, Any]:
-        request, options = self.request, self.options
+    def _through_tasks(self, item: InputItem, row: dict[str, Any]) -> dict[str, Any]:
+        request, options, cache_dir = self.request, self.options, self.cache_dir
         state = stage_input(item, cache_dir, request.storage_options, request.max_input_bytes, return_state=True)
         if not state.is_completed():
             return _failed(row, state)
