@@ -38,7 +38,9 @@ class TranscribeOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field(DEFAULT_MODEL, description="Whisper size (tiny ... large-v3, turbo) or a local model path.")
-    engine: EngineName = Field("auto", description="auto: faster-whisper on CPU, openai-whisper on CUDA.")
+    engine: EngineName = Field(
+        "auto", description="auto: faster-whisper (CPU and CUDA); openai-whisper is the reference PyTorch engine."
+    )
     device: DeviceName = Field("auto", description="auto: CUDA when available, else CPU.")
     compute_type: str = Field(
         "auto", description="faster-whisper compute type (int8 on CPU, float16 on CUDA when auto)."
@@ -51,16 +53,23 @@ class TranscribeOptions(BaseModel):
         min_length=1,
         description="First temperature, then fallbacks tried when decoding fails its checks; one value: no fallback.",
     )
-    initial_prompt: str | None = Field(None, max_length=1000, description="Text that primes the first window.")
+    initial_prompt: str | None = Field(
+        None,
+        max_length=1000,
+        description="Text that primes decoding (names, spellings): every window when batched, the first when not.",
+    )
     word_timestamps: bool = Field(False, description="Word-level timing (needed for line-width-aware subtitles).")
     vad_filter: bool = Field(True, description="Skip non-speech with Silero VAD (faster-whisper only).")
     batch_size: int = Field(
         8,
         ge=0,
         le=64,
-        description="faster-whisper: windows decoded together within a file (0 or 1: sequential, with fallback).",
+        description="faster-whisper: speech windows decoded together, across the files in flight "
+        "(0 or 1: each file alone, sequentially, conditioned on the previous window's text).",
     )
-    condition_on_previous_text: bool = Field(True, description="Feed the previous window's text as a prompt.")
+    condition_on_previous_text: bool = Field(
+        True, description="Sequential decoding only: feed the previous window's text as a prompt."
+    )
 
     @field_validator("language")
     @classmethod
@@ -81,9 +90,7 @@ class TranscribeOptions(BaseModel):
         device = self.device
         if device == "auto":
             device = "cuda" if _cuda_available() else "cpu"
-        engine = self.engine
-        if engine == "auto":
-            engine = "openai-whisper" if device == "cuda" else "faster-whisper"
+        engine = "faster-whisper" if self.engine == "auto" else self.engine
         compute_type = self.compute_type
         if compute_type == "auto":
             if engine == "openai-whisper":
@@ -127,7 +134,13 @@ class BatchRequest(BaseModel):
     cache_dir: str | None = Field(
         None, description="Cached task results, weights and decoded audio; default ~/.cache/batchscribe."
     )
-    max_workers: int = Field(4, ge=1, le=64, description="Files fetched and decoded concurrently.")
+    max_workers: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Files in flight at once: fetched, decoded and transcribed concurrently (their speech "
+        "windows share the model's batches, so fewer workers than the batch size leave batches part-empty).",
+    )
     max_input_bytes: int | None = Field(
         None,
         gt=0,

@@ -52,6 +52,8 @@ COLUMNS: dict[str, str] = {
     "wall_s": "Float64",  # decode_s + transcribe_s
     "realtime_factor": "Float64",  # x realtime: audio seconds per wall second (higher is faster)
     "attempts": "Int64",  # task runs it took, retries included
+    "windows": "Int64",  # speech windows the model decoded (0: the engine cuts none of its own)
+    "redecoded_windows": "Int64",  # windows whose decode failed Whisper's checks and were decoded again alone
 }
 KEY = "relative_path"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +12,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
 from batchscribe.engines import load_engine
-from batchscribe.longform import transcribe_pcm
+from batchscribe.engines.base import FileTranscription, is_out_of_memory
 from batchscribe.options import TranscribeOptions
 from batchscribe.retries import retry_when
 from batchscribe.transcript import Transcript
@@ -37,46 +36,44 @@ class TranscribeResult:
     transcribe_s: float
     attempts: int
     warning: str = ""  # e.g. the GPU ran out of memory and a smaller batch or the CPU finished the file
+    windows: int = 0  # speech windows decoded (0 for engines that cut no windows of their own)
+    redecoded_windows: int = 0  # windows the coverage guard decoded again alone
+    used_options: TranscribeOptions | None = None  # the options as the engine really ran them
 
 
 def fallbacks(options: TranscribeOptions) -> list[TranscribeOptions]:
-    """What to try after a GPU out-of-memory: halve faster-whisper's batch down to 1, then the CPU."""
+    """What to try after a GPU out-of-memory.
+
+    The window scheduler halves its own batch on an out-of-memory, so a scheduled file only falls back to
+    the CPU; the sequential decoders have no batch to halve either.
+    """
     if options.device != "cuda":
         return []
-    smaller = []
-    if options.engine == "faster-whisper":
-        batch = options.batch_size
-        while batch > 1:
-            batch //= 2
-            smaller.append(options.model_copy(update={"batch_size": batch}))
-    cpu = options.model_copy(update={"device": "cpu", "compute_type": "auto"}).resolved()
-    return [*smaller, cpu]
+    return [options.model_copy(update={"device": "cpu", "compute_type": "auto"}).resolved()]
 
 
 def transcribe_with_fallback(
     path: Path, options: TranscribeOptions, cache_dir: Path
-) -> tuple[Transcript, TranscribeOptions, str, float]:
+) -> tuple[FileTranscription, TranscribeOptions, str]:
     """Transcribe with `options`; on a GPU out-of-memory, retry with `fallbacks(options)` in order.
 
-    Returns the transcript, the options that produced it, a warning naming the fallback ("" if none) and
-    the model's seconds on it.
+    Returns the engine's result, the options that produced it (as the engine ran them) and a warning
+    naming the fallback and any batch the scheduler had to shrink ("" if none).
     """
     tried = [options, *fallbacks(options)]
     for attempt, opts in enumerate(tried):
         engine = load_engine(opts, cache_dir)
         try:
-            with engine.lock:  # timed inside the lock: waiting for other files is not this file's model time
-                t0 = time.perf_counter()
-                transcript = transcribe_pcm(engine, path, opts)
-                seconds = time.perf_counter() - t0
+            result = engine.transcribe_file(path, opts)
         except Exception as error:
             if attempt + 1 == len(tried) or not is_transient_engine_error(error):
                 raise
             _free_gpu_memory()
             logger.warning("GPU out of memory (%s); retrying with %s", error, _describe(tried[attempt + 1]))
             continue
-        warning = f"GPU out of memory; transcribed with {_describe(opts)}" if attempt else ""
-        return transcript, opts, warning, seconds
+        warnings = [f"GPU out of memory; transcribed with {_describe(opts)}"] if attempt else []
+        warning = "; ".join([*warnings, result.warning] if result.warning else warnings)
+        return result, engine.effective_options(opts), warning
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
@@ -103,7 +100,7 @@ def transcribe_cache_key(context: object, parameters: dict) -> str:
 def is_transient_engine_error(error: BaseException) -> bool:
     """A GPU out-of-memory or a CUDA hiccup may pass on retry; anything else will fail the same way."""
     text = str(error).lower()
-    return "out of memory" in text or "cuda error" in text or "cublas" in text
+    return is_out_of_memory(error) or "cuda error" in text or "cublas" in text
 
 
 retry_if_engine_transient = retry_when(is_transient_engine_error)
@@ -126,18 +123,21 @@ def transcribe_audio(
     if not path.exists():  # the decoded copy was cleaned up since it was cached: decode again
         decode_audio(Path(staged.local_path), path)
     started_at = datetime.now(timezone.utc)
-    transcript, used, warning, transcribe_s = transcribe_with_fallback(path, options, Path(cache_dir))
+    result, used, warning = transcribe_with_fallback(path, options, Path(cache_dir))
     path.unlink(missing_ok=True)  # the transcript is cached now; decoded PCM is 115 MB per hour
     context = TaskRunContext.get()
     return TranscribeResult(
-        transcript=transcript,
+        transcript=result.transcript,
         engine=used.engine,
         model=used.model,
         compute_type=used.compute_type,
         options_hash=options.cache_hash(),
         started_at=started_at,
         finished_at=datetime.now(timezone.utc),
-        transcribe_s=transcribe_s,
+        transcribe_s=result.model_s,
         attempts=context.task_run.run_count if context else 1,
         warning=warning,
+        windows=result.windows,
+        redecoded_windows=result.redecoded_windows,
+        used_options=used,
     )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import abc
 import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -13,10 +16,19 @@ from batchscribe.transcript import Transcript
 SAMPLE_RATE = 16_000  # Hz; every engine takes 16 kHz mono float32 in [-1, 1]
 
 
+@dataclass(frozen=True)
+class FileTranscription:
+    """An engine's transcript of one file, with what it took."""
+
+    transcript: Transcript
+    model_s: float  # seconds from the file's first window handed to the model to its last one back
+    windows: int = 0  # speech windows decoded (0: the engine does not cut windows of its own)
+    redecoded_windows: int = 0  # windows decoded again alone by the coverage guard
+    warning: str = ""
+
+
 class Engine(abc.ABC):
     """A loaded model. Built once per worker process (see `batchscribe.engines.load_engine`)."""
-
-    name: str
 
     def __init__(self, options: TranscribeOptions) -> None:
         self.options = options.resolved()
@@ -26,3 +38,25 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         """Transcribe 16 kHz mono float32 `audio` with `options` (already resolved)."""
+
+    def transcribe_file(self, path: Path, options: TranscribeOptions) -> FileTranscription:
+        """Transcribe a raw s16le 16 kHz mono file in bounded memory, one file at a time on the model.
+
+        `model_s` is measured inside the lock: waiting for other files is not this file's model time.
+        """
+        from batchscribe.longform import transcribe_pcm
+
+        with self.lock:
+            started = time.perf_counter()
+            transcript = transcribe_pcm(self, path, options)
+            return FileTranscription(transcript, time.perf_counter() - started)
+
+    def effective_options(self, options: TranscribeOptions) -> TranscribeOptions:
+        """`options` as this engine really runs them (an engine that ignores an option says so here)."""
+        return options
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A GPU (or host) allocation failure, as CTranslate2 and PyTorch word it."""
+    text = str(error).lower()
+    return "out of memory" in text or "cuda_error_out_of_memory" in text

@@ -1,19 +1,37 @@
-"""faster-whisper (CTranslate2): the CPU default, int8 unless told otherwise."""
+"""faster-whisper (CTranslate2): the default on CPU (int8) and CUDA (float16).
+
+With `batch_size` > 1 (the default) files go through the window scheduler: every file in flight hands its
+speech windows to one `WindowScheduler` per loaded model, which decodes windows of many files in each
+batch. With `batch_size` 0 or 1 a file is decoded alone by faster-whisper's sequential decoder, whose
+windows condition on the previous text and fall back to higher temperatures on their own.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 
 from batchscribe import weights
-from batchscribe.engines.base import Engine
+from batchscribe.decoding import BatchDecoder, RowResult
+from batchscribe.engines.base import SAMPLE_RATE, Engine, FileTranscription
+from batchscribe.longform import pcm_windows
 from batchscribe.options import TranscribeOptions
+from batchscribe.scheduler import FileJob, WindowScheduler
+from batchscribe.segments import split_words
 from batchscribe.transcript import Segment, Transcript, Word
+from batchscribe.windows import speech_windows
 
 logger = logging.getLogger(__name__)
+
+STREAM_PART_S = 5 * 60  # a long file is read, cut into windows and queued 5 minutes at a time
+PARTS_AHEAD = 2  # parts queued before the oldest one's results are collected
 
 
 def cpu_threads() -> int:
@@ -29,7 +47,7 @@ class FasterWhisperEngine(Engine):
 
     def __init__(self, options: TranscribeOptions, cache_dir: Path) -> None:
         super().__init__(options)
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+        from faster_whisper import WhisperModel
 
         opts = self.options
         local = weights.ct2_model_dir(opts.model, cache_dir)
@@ -43,10 +61,71 @@ class FasterWhisperEngine(Engine):
             cpu_threads=cpu_threads(),
             download_root=str(cache_dir / "models" / "faster-whisper"),
         )
-        self.batched = BatchedInferencePipeline(self.model)
+        self._scheduler: WindowScheduler | None = None
+        self._scheduler_lock = threading.Lock()
+
+    @property
+    def scheduler(self) -> WindowScheduler:
+        """The model's window scheduler, started on first use."""
+        with self._scheduler_lock:
+            if self._scheduler is None:
+                self._scheduler = WindowScheduler(BatchDecoder(self.model))
+            return self._scheduler
+
+    def effective_options(self, options: TranscribeOptions) -> TranscribeOptions:
+        if options.batch_size > 1:  # scheduled windows are independent: nothing to condition on
+            return options.model_copy(update={"condition_on_previous_text": False})
+        return options
+
+    def transcribe_file(self, path: Path, options: TranscribeOptions) -> FileTranscription:
+        if options.batch_size <= 1:
+            return super().transcribe_file(path, options)
+        return self._scheduled(pcm_windows(path, STREAM_PART_S), options, path.name)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
-        kwargs = dict(
+        """`audio` through the window scheduler, or faster-whisper's sequential decoder at batch size <= 1."""
+        if options.batch_size <= 1:
+            return self._sequential(audio, options)
+        return self._scheduled([(0.0, audio)], options, "audio").transcript
+
+    def _scheduled(
+        self, parts: Iterable[tuple[float, np.ndarray]], options: TranscribeOptions, name: str
+    ) -> FileTranscription:
+        """Cut each (offset_s, samples) part into windows and queue them, a few parts ahead of the results."""
+        started = time.perf_counter()
+        job = FileJob(name=name, language=options.language)
+        queued: list[list[Future]] = []
+        results: list[RowResult] = []
+        windows, duration_s = 0, 0.0
+        for offset_s, samples in parts:
+            cut = speech_windows(samples, vad=options.vad_filter, offset_s=offset_s, first_index=windows)
+            windows += len(cut)
+            queued.append(self._submit(job, cut, options))
+            while len(queued) > PARTS_AHEAD:
+                results += [f.result() for f in queued.pop(0)]
+            duration_s = offset_s + len(samples) / SAMPLE_RATE
+        for part in queued:
+            results += [f.result() for f in part]
+        transcript = _transcript(job, results, duration_s, options)
+        return FileTranscription(
+            transcript, time.perf_counter() - started, windows, job.redecoded, "; ".join(job.warnings)
+        )
+
+    def _submit(self, job: FileJob, windows: list, options: TranscribeOptions) -> list[Future]:
+        return self.scheduler.submit(
+            job,
+            windows,
+            task=options.task,
+            initial_prompt=options.initial_prompt,
+            beam_size=options.beam_size,
+            temperatures=tuple(options.temperatures),
+            batch_size=options.batch_size,
+        )
+
+    def _sequential(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        """faster-whisper's sequential decoder over `audio` (the `batch_size` <= 1 path)."""
+        segments, info = self.model.transcribe(
+            audio,
             language=options.language,
             task=options.task,
             beam_size=options.beam_size,
@@ -56,14 +135,6 @@ class FasterWhisperEngine(Engine):
             vad_filter=options.vad_filter,
             condition_on_previous_text=options.condition_on_previous_text,
         )
-        if options.batch_size > 1:
-            # Batched windows are independent: no previous-text conditioning; keep real timestamps.
-            kwargs.pop("condition_on_previous_text")
-            segments, info = self.batched.transcribe(
-                audio, batch_size=options.batch_size, without_timestamps=False, **kwargs
-            )
-        else:
-            segments, info = self.model.transcribe(audio, **kwargs)
         # The segments are a generator: the decoding happens here, while we hold the model.
         result = tuple(
             Segment(
@@ -87,3 +158,27 @@ class FasterWhisperEngine(Engine):
             duration_s=float(info.duration),
             segments=result,
         )
+
+
+def _transcript(job: FileJob, results: list[RowResult], duration_s: float, options: TranscribeOptions) -> Transcript:
+    """The file's segments, built from its windows' timed words (kept in the output when asked for)."""
+    segments: list[Segment] = []
+    for result in results:
+        tokens_of = {id(w): t for w, t in zip(result.words, result.word_tokens)}
+        for words in split_words(result.words):
+            tokens = tuple(t for w in words for t in tokens_of[id(w)])
+            segments.append(
+                Segment(
+                    id=len(segments),
+                    start_s=words[0].start_s,
+                    end_s=max(words[-1].end_s, words[0].start_s),
+                    text="".join(w.word for w in words),
+                    tokens=tokens,
+                    temperature=result.temperature,
+                    avg_logprob=result.avg_logprob,
+                    compression_ratio=result.compression_ratio,
+                    no_speech_prob=result.no_speech_prob,
+                    words=tuple(words) if options.word_timestamps else (),
+                )
+            )
+    return Transcript(job.language or "", job.language_probability, duration_s, tuple(segments))

@@ -18,13 +18,13 @@ SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 def transcriptions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The audio paths the real engine transcribed (the real method still runs)."""
     calls: list[str] = []
-    real = FasterWhisperEngine.transcribe
+    real = FasterWhisperEngine.transcribe_file
 
     def transcribe(self, audio_path, *args, **kwargs):
         calls.append(str(audio_path))
         return real(self, audio_path, *args, **kwargs)
 
-    monkeypatch.setattr(FasterWhisperEngine, "transcribe", transcribe)
+    monkeypatch.setattr(FasterWhisperEngine, "transcribe_file", transcribe)
     return calls
 
 

@@ -22,7 +22,7 @@ RUN_SPECIFIC = ["attempts"]  # everything else in a row must come back identical
 def counters(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Count real transcriptions and real decodes (the real functions still run)."""
     counts = {"transcribe": 0, "decode": 0}
-    real_transcribe, real_decode = FasterWhisperEngine.transcribe, audio_module.decode_audio
+    real_transcribe, real_decode = FasterWhisperEngine.transcribe_file, audio_module.decode_audio
 
     def transcribe(self, *args, **kwargs):
         counts["transcribe"] += 1
@@ -32,7 +32,7 @@ def counters(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         counts["decode"] += 1
         return real_decode(*args, **kwargs)
 
-    monkeypatch.setattr(FasterWhisperEngine, "transcribe", transcribe)
+    monkeypatch.setattr(FasterWhisperEngine, "transcribe_file", transcribe)
     monkeypatch.setattr(audio_module, "decode_audio", decode)
     return counts
 

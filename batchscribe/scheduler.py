@@ -1,0 +1,171 @@
+"""The window scheduler: one model, many files. Windows of every file in flight share the model's batches.
+
+Each file's transcribe task cuts its audio into speech windows (`batchscribe.windows`), hands them to the
+scheduler of the loaded model and waits for its words; the scheduler's thread takes the oldest windows
+waiting, from any file, up to the batch size, and decodes them together (`batchscribe.decoding`). A file
+whose language is not given gets it from the vote of its rows in the first batch that holds any of them,
+and keeps it. A GPU out-of-memory halves the batch size (for the rest of the process) and decodes the
+same windows again in halves; at batch size 1 the error reaches the file's task, which falls back to the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from batchscribe.decoding import BatchDecoder, RowRequest, RowResult
+from batchscribe.engines.base import is_out_of_memory
+from batchscribe.windows import Window
+
+logger = logging.getLogger(__name__)
+
+LINGER_S = 0.05  # a batch that is not full waits this long for windows from other files
+
+
+@dataclass
+class FileJob:
+    """One file's windows in the scheduler, and what the scheduler learned about the file."""
+
+    name: str
+    language: str | None
+    language_probability: float = 1.0
+    redecoded: int = 0  # windows the coverage guard decoded again
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Windows decode in one batch only when these agree (they are arguments of one `generate` call)."""
+
+    beam_size: int
+    temperature: float
+    batch_size: int
+
+
+@dataclass
+class _Item:
+    job: FileJob
+    request: RowRequest
+    key: BatchKey
+    future: Future = field(default_factory=Future)
+
+
+class WindowScheduler:
+    """Batches windows across files onto one model; thread-safe, with one decoding thread of its own."""
+
+    def __init__(self, decoder: BatchDecoder, *, name: str = "batchscribe-scheduler") -> None:
+        self.decoder = decoder
+        self.batch_limit: int | None = None  # lowered after an out-of-memory, for the rest of the process
+        self.batches = 0  # batches decoded (for tests and logs)
+        self.batch_sizes: list[int] = []
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        job: FileJob,
+        windows: Sequence[Window],
+        *,
+        task: str,
+        initial_prompt: str | None,
+        beam_size: int,
+        temperatures: tuple[float, ...],
+        batch_size: int,
+    ) -> list[Future]:
+        """Queue `windows` of `job`'s file; each future resolves to that window's RowResult."""
+        key = BatchKey(beam_size, temperatures[0], max(batch_size, 1))
+        items = [
+            _Item(
+                job,
+                RowRequest(w, self.decoder.features(w), task, initial_prompt, beam_size, temperatures),
+                key,
+            )
+            for w in windows
+        ]
+        with self._cond:
+            self._queue.extend(items)
+            self._cond.notify()
+        return [item.future for item in items]
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            try:
+                results = self._run(batch)
+            except BaseException as error:  # noqa: BLE001 - every waiting file hears of it
+                for item in batch:
+                    item.future.set_exception(error)
+                continue
+            for item, result in zip(batch, results):
+                if result.redecoded:
+                    item.job.redecoded += 1
+                item.future.set_result(result)
+
+    def _next_batch(self) -> list[_Item]:
+        with self._cond:
+            while not self._queue:
+                self._cond.wait()
+            key = self._queue[0].key
+            size = min(key.batch_size, self.batch_limit or key.batch_size)
+            deadline = time.monotonic() + LINGER_S
+            while sum(1 for i in self._queue if i.key == key) < size and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            batch: list[_Item] = []
+            kept: deque[_Item] = deque()
+            while self._queue:
+                item = self._queue.popleft()
+                (batch if item.key == key and len(batch) < size else kept).append(item)
+            self._queue = kept
+            return batch
+
+    def _run(self, batch: list[_Item]) -> list[RowResult]:
+        """Decode `batch`; on an out-of-memory, halve the batch limit and decode it again in batches that fit."""
+        try:
+            return self._decode(batch)
+        except Exception as error:
+            if len(batch) == 1 or not is_out_of_memory(error):
+                raise
+            self.batch_limit = limit = max(1, len(batch) // 2)
+            message = f"out of memory at batch size {len(batch)}; batch size lowered to {self.batch_limit}"
+            logger.warning("%s (%s)", message, error)
+            for job in {id(i.job): i.job for i in batch}.values():
+                if message not in job.warnings:
+                    job.warnings.append(message)
+            return [result for i in range(0, len(batch), limit) for result in self._run(batch[i : i + limit])]
+
+    def _decode(self, batch: list[_Item]) -> list[RowResult]:
+        self.batches += 1
+        self.batch_sizes.append(len(batch))
+        encoded = self.decoder.encode(np.stack([i.request.features for i in batch]))
+        if any(i.job.language is None for i in batch):
+            self._vote(batch, self.decoder.detect([i.request for i in batch], encoded))
+        languages = [i.job.language or "en" for i in batch]
+        return self.decoder.decode([i.request for i in batch], languages, encoded)
+
+    @staticmethod
+    def _vote(batch: list[_Item], detected: list[tuple[str, float]]) -> None:
+        """A file without a language takes the one its rows in this batch detect with the most probability."""
+        votes: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        counts: dict[int, int] = defaultdict(int)
+        jobs = {}
+        for item, (language, probability) in zip(batch, detected):
+            if item.job.language is None:
+                votes[id(item.job)][language] += probability
+                counts[id(item.job)] += 1
+                jobs[id(item.job)] = item.job
+        for key, tally in votes.items():
+            language = max(tally, key=tally.get)
+            job = jobs[key]
+            job.language, job.language_probability = language, tally[language] / counts[key]
+            logger.info(
+                "Detected language '%s' with probability %.2f for %s", language, job.language_probability, job.name
+            )
