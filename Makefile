@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: demo test server bench lint clean
+.PHONY: demo test server bench bench-speed bench-gpu lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,9 +47,23 @@ server: $(STAMP)
 test-ipfs: $(STAMP)
 	$(BIN)/python -m pytest -m ipfs_node tests/integration
 
-## Throughput benchmark (bench/speed.py): ~40 min on 2 cores; prints ratios, WER and peak RSS.
+BENCH_VOICES := asterisk-core-sounds-en asterisk-core-sounds-en-wav asterisk-core-sounds-es asterisk-core-sounds-es-wav
+
+## Window scheduler vs its peers on real recorded speech (bench/scheduler.py): ~30 min on 2 cores.
+## Its corpus is Debian's asterisk voice prompts (real voices, known text), installed here as root.
 bench: $(STAMP)
+	@test -f /usr/share/doc/asterisk-core-sounds-es/core-sounds-es.txt.gz || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(BENCH_VOICES); \
+	  else echo "bench needs: apt-get install $(BENCH_VOICES)"; exit 1; fi
+	$(BIN)/python bench/scheduler.py
+
+## The earlier engine comparison on synthetic speech (bench/speed.py): ~40 min; GPU checks (bench/gpu.py): < 8 min.
+bench-speed: $(STAMP)
 	$(BIN)/python bench/speed.py
+
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/gpu.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

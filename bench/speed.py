@@ -44,8 +44,8 @@ CONFIGS: dict[str, dict] = {
     "b-openai-whisper-fp32-greedy": {"kind": "openai", "beam_size": 1, "temperatures": [0.0]},
     "b-faster-whisper-int8-beam5": {"kind": "faster", "beam_size": 5, "batch_size": 0},
     "b-faster-whisper-int8-beam1": {"kind": "faster", "beam_size": 1, "batch_size": 0},
-    "b-faster-whisper-int8-batched8-beam5": {"kind": "faster", "beam_size": 5, "batch_size": 8},
-    "b-faster-whisper-int8-batched8-beam1": {"kind": "faster", "beam_size": 1, "batch_size": 8},
+    "b-faster-whisper-int8-scheduler8-beam5": {"kind": "faster", "beam_size": 5, "batch_size": 8},
+    "b-faster-whisper-int8-scheduler8-beam1": {"kind": "faster", "beam_size": 1, "batch_size": 8},
     "b-faster-whisper-defaults": {"kind": "faster"},  # the flow's default options, without the flow
     "c-batchscribe-flow-defaults": {"kind": "flow"},
 }
