@@ -14,7 +14,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from batchscribe.engines.base import SAMPLE_RATE, Engine
+from batchscribe.audio import SAMPLE_RATE
+from batchscribe.engines.base import Engine
 from batchscribe.options import TranscribeOptions
 from batchscribe.transcript import Segment, Transcript, Word
 

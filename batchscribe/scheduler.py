@@ -60,7 +60,8 @@ class _Item:
 class WindowScheduler:
     """Batches windows across files onto one model; thread-safe, with one decoding thread of its own."""
 
-    def __init__(self, decoder: BatchDecoder, *, name: str = "batchscribe-scheduler") -> None:
+    def __init__(self, decoder: BatchDecoder, *, name: str = "batchscribe-scheduler", start: bool = True) -> None:
+        """`start=False` queues windows without decoding them until `start()` (to batch a known set at once)."""
         self.decoder = decoder
         self.batch_limit: int | None = None  # lowered after an out-of-memory, for the rest of the process
         self.batches = 0  # batches decoded (for tests and logs)
@@ -68,7 +69,13 @@ class WindowScheduler:
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start decoding (once)."""
+        if not self._thread.is_alive():
+            self._thread.start()
 
     def submit(
         self,

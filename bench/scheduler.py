@@ -55,7 +55,7 @@ CONFIGS = ("a-seed", "b1-faster-sequential", "b2-faster-batched8", "c-batchscrib
 
 
 def ffmpeg() -> str:
-    from tasks.audio import ffmpeg_exe
+    from batchscribe.audio import ffmpeg_exe
 
     return ffmpeg_exe()
 
@@ -158,8 +158,8 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
                 segments, _ = batched.transcribe(audio, batch_size=8)
             texts.append("".join(s.text for s in segments))
     elif name == "c-batchscribe-scheduler":
+        from batchscribe.audio import decode_audio
         from batchscribe.engines import load_engine
-        from tasks.audio import decode_audio
 
         options = TranscribeOptions(device="cpu").resolved()
         engine = load_engine(options, cache_dir)

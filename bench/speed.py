@@ -55,7 +55,7 @@ CONFIGS: dict[str, dict] = {
 
 
 def ffmpeg() -> str:
-    from tasks.audio import ffmpeg_exe
+    from batchscribe.audio import ffmpeg_exe
 
     return ffmpeg_exe()
 
@@ -166,9 +166,9 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
         for f in files:  # the seed's loop: whisper.transcribe() on the file path, fp32, beam 5, fallback on
             texts.append(whisper.transcribe(model, f["path"], beam_size=5, best_of=5, fp16=False)["text"])
     elif cfg["kind"] in ("openai", "faster"):
+        from batchscribe.audio import decode_audio
         from batchscribe.engines import load_engine
         from batchscribe.longform import transcribe_pcm
-        from tasks.audio import decode_audio
 
         engine = "openai-whisper" if cfg["kind"] == "openai" else "faster-whisper"
         settings = {k: v for k, v in cfg.items() if k != "kind"}

@@ -13,11 +13,13 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchscribe import storage
+from batchscribe import storage, urls
+from batchscribe.errors import STATUS_OK
+from batchscribe.inputs import resolve_inputs
+from batchscribe.media import InputItem
 from batchscribe.options import BatchRequest
 from flows.transcribe_batch import _artifact_records, all_inputs
-from tasks.fetch import InputItem, resolve_inputs
-from tasks.manifest import KEY, STATUS_OK, read_manifest
+from tasks.manifest import KEY, read_manifest
 
 POLL_S = 5.0
 
@@ -72,7 +74,7 @@ def transcribe_fan_out(request: FanOutRequest) -> pd.DataFrame:
     output_root = storage.output_root(batch.output)
     items = resolve_inputs(all_inputs(batch), batch.relative_paths, batch.storage_options)
     parts = split(items, request.chunks)
-    if len(parts) > 1 and storage.is_remote(output_root):
+    if len(parts) > 1 and urls.is_url(output_root):
         raise ValueError(f"{output_root}: remote outputs have no manifest lock; use chunks=1 or a shared folder")
     logger.info("Splitting %d files into %d runs of %s", len(items), len(parts), request.deployment)
 

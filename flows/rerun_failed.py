@@ -9,10 +9,10 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
+from batchscribe.inputs import resolve_inputs
 from batchscribe.options import BatchRequest, OutputOptions, TranscribeOptions
-from batchscribe.storage import is_remote
+from batchscribe.urls import is_url
 from flows.transcribe_batch import transcribe_batch
-from tasks.fetch import resolve_inputs
 from tasks.manifest import KEY, MANIFEST_PARQUET, read_manifest
 
 RowStatus = Literal["failed", "no_audio", "ok"]
@@ -47,7 +47,7 @@ class RerunRequest(BaseModel):
     def output_root(self) -> str:
         """The folder holding the manifest (where the batch wrote its outputs): an absolute path or a URL."""
         location = self.manifest.removeprefix("file://")
-        if is_remote(location):
+        if is_url(location):
             location = location.rstrip("/")
             return location.rsplit("/", 1)[0] if location.endswith((f"/{MANIFEST_PARQUET}", ".csv")) else location
         path = Path(location).expanduser().absolute()

@@ -12,21 +12,17 @@ from prefect import Task, flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.states import State
 
-from batchscribe import progress, storage
+from batchscribe import progress, storage, urls
+from batchscribe.audio import AudioFile
+from batchscribe.errors import STATUS_FAILED, STATUS_OK, row_error
+from batchscribe.inputs import read_input_list, resolve_inputs
 from batchscribe.locks import locked_cache_policy
 from batchscribe.malloc import limit_malloc_arenas
+from batchscribe.media import InputItem, StagedFile
 from batchscribe.options import BatchRequest, TranscribeOptions
-from tasks.audio import AudioFile, NoAudioError, audio_cache_key, extract_audio
-from tasks.fetch import InputItem, StagedFile, read_input_list, resolve_inputs, stage_input
-from tasks.manifest import (
-    KEY,
-    STATUS_FAILED,
-    STATUS_NO_AUDIO,
-    STATUS_OK,
-    ManifestWriter,
-    normalize,
-    options_json,
-)
+from tasks.audio import audio_cache_key, extract_audio
+from tasks.fetch import stage_input
+from tasks.manifest import KEY, ManifestWriter, normalize, options_json
 from tasks.subtitles import export_subtitles
 from tasks.transcribe import TranscribeResult, transcribe_audio, transcribe_cache_key
 
@@ -135,7 +131,7 @@ class FilePipeline:
         """The manifest row for `item`."""
         options = self.options
         row: dict[str, Any] = {
-            "source": storage.redact(item.source),
+            "source": urls.redact(item.source),
             "relative_path": item.relative_path,
             "engine": options.engine,
             "model": options.model,
@@ -204,12 +200,8 @@ def _failed(row: dict[str, Any], state: State) -> dict[str, Any]:
 
 
 def _error_columns(error: Any) -> dict[str, str]:
-    if isinstance(error, NoAudioError):
-        return {"status": STATUS_NO_AUDIO, "error": str(error)}
     if isinstance(error, BaseException):
-        known = type(error).__module__.startswith(("tasks.", "batchscribe."))
-        message = str(error) if known else f"{type(error).__name__}: {error}"
-        return {"status": STATUS_FAILED, "error": message}
+        return row_error(error)
     return {"status": STATUS_FAILED, "error": f"did not finish: {error!r}"}
 
 

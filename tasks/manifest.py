@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from batchscribe import storage
+from batchscribe import storage, urls
 from batchscribe.options import ALL_FORMATS
 from batchscribe.storage import StorageOptions
 
@@ -22,10 +22,6 @@ MANIFEST_PARQUET = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
 LOCK_FILE = ".manifest.lock"
 
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"  # could not be read, decoded or transcribed: see `error`
-STATUS_NO_AUDIO = "no_audio"  # the file decodes but holds no audio stream
-STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_NO_AUDIO)
 
 # The one definition of the manifest's columns and their pandas dtypes.
 COLUMNS: dict[str, str] = {
@@ -33,7 +29,7 @@ COLUMNS: dict[str, str] = {
     "relative_path": "string",  # where its outputs live under the output root; the row's key
     "sha256": "string",  # content hash of the input bytes
     "size_bytes": "Int64",
-    "status": "string",  # one of STATUSES
+    "status": "string",  # ok, failed or no_audio (batchscribe.errors)
     "error": "string",  # why it failed, in words; empty when ok
     "warning": "string",  # recovered problems, e.g. a truncated file decoded up to the damage
     "language": "string",
@@ -115,7 +111,7 @@ def write_manifest(
 @contextmanager
 def _manifest_lock(root: str) -> Iterator[None]:
     """An exclusive lock on a local output folder's manifest; remote outputs have none (README, "Guarantees")."""
-    if storage.is_remote(root):
+    if urls.is_url(root):
         yield
         return
     os.makedirs(root, exist_ok=True)

@@ -23,8 +23,9 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from batchscribe.options import FormatName, OutputOptions
-from batchscribe.storage import StorageOptions, is_remote, write_bytes_atomic
+from batchscribe.storage import StorageOptions, write_bytes_atomic
 from batchscribe.transcript import Segment, Transcript, Word
+from batchscribe.urls import is_url
 
 MAX_PAUSE_S = 3.0  # a silence longer than this between words starts a new cue
 
@@ -259,7 +260,7 @@ def output_paths(relative_path: str, output_root: str, formats: Iterable[FormatN
 def _write_text_atomic(path: str, text: str, storage_options: StorageOptions | None = None) -> None:
     # The one place that touches the output file system: local (temp + fsync + rename) or any fsspec URL.
     data = text.encode("utf-8")
-    if not is_remote(path) and _holds(path, data):
+    if not is_url(path) and _holds(path, data):
         return  # a re-run rewrites nothing (and fsyncs nothing) that is already there, byte for byte
     write_bytes_atomic(path, data, storage_options)
 

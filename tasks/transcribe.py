@@ -11,13 +11,14 @@ from prefect import task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
+from batchscribe.audio import AudioFile, decode_audio
 from batchscribe.engines import load_engine
-from batchscribe.engines.base import FileTranscription, is_out_of_memory
+from batchscribe.engines.base import FileTranscription
+from batchscribe.errors import GpuError, is_transient
+from batchscribe.media import StagedFile
 from batchscribe.options import TranscribeOptions
 from batchscribe.retries import retry_when
 from batchscribe.transcript import Transcript
-from tasks.audio import AudioFile, decode_audio
-from tasks.fetch import StagedFile
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ def transcribe_with_fallback(
         engine = load_engine(opts, cache_dir)
         try:
             result = engine.transcribe_file(path, opts)
-        except Exception as error:
-            if attempt + 1 == len(tried) or not is_transient_engine_error(error):
+        except GpuError as error:
+            if attempt + 1 == len(tried):
                 raise
             _free_gpu_memory()
             logger.warning("GPU out of memory (%s); retrying with %s", error, _describe(tried[attempt + 1]))
@@ -97,13 +98,7 @@ def transcribe_cache_key(context: object, parameters: dict) -> str:
     return f"transcribe-{parameters['staged'].sha256}-{options.cache_hash()}"
 
 
-def is_transient_engine_error(error: BaseException) -> bool:
-    """A GPU out-of-memory or a CUDA hiccup may pass on retry; anything else will fail the same way."""
-    text = str(error).lower()
-    return is_out_of_memory(error) or "cuda error" in text or "cublas" in text
-
-
-retry_if_engine_transient = retry_when(is_transient_engine_error)
+retry_if_engine_transient = retry_when(is_transient)
 
 
 @task(

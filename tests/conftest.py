@@ -102,7 +102,7 @@ def clips() -> dict[str, dict[str, str]]:
 
 
 def ffmpeg(*args: str) -> None:
-    from tasks.audio import ffmpeg_exe
+    from batchscribe.audio import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *args], check=True, capture_output=True)
 

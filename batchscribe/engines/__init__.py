@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from batchscribe.engines.base import SAMPLE_RATE, Engine
+from batchscribe.engines.base import Engine
 from batchscribe.options import TranscribeOptions
 
-__all__ = ["SAMPLE_RATE", "Engine", "load_engine"]
+__all__ = ["Engine", "load_engine"]
 
 _engines: dict[tuple[str, ...], Engine] = {}
 _engines_lock = threading.Lock()

@@ -5,15 +5,16 @@ from __future__ import annotations
 import abc
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from batchscribe.errors import GpuError
 from batchscribe.options import TranscribeOptions
 from batchscribe.transcript import Transcript
-
-SAMPLE_RATE = 16_000  # Hz; every engine takes 16 kHz mono float32 in [-1, 1]
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Engine(abc.ABC):
         """
         from batchscribe.longform import transcribe_pcm
 
-        with self.lock:
+        with self.lock, gpu_errors():
             started = time.perf_counter()
             transcript = transcribe_pcm(self, path, options)
             return FileTranscription(transcript, time.perf_counter() - started)
@@ -58,5 +59,23 @@ class Engine(abc.ABC):
 
 def is_out_of_memory(error: BaseException) -> bool:
     """A GPU (or host) allocation failure, as CTranslate2 and PyTorch word it."""
+    return "out of memory" in str(error).lower()
+
+
+def is_gpu_failure(error: BaseException) -> bool:
+    """An out-of-memory or a failed CUDA call, as CTranslate2 and PyTorch word them."""
     text = str(error).lower()
-    return "out of memory" in text or "cuda_error_out_of_memory" in text
+    return is_out_of_memory(error) or "cuda error" in text or "cuda failed" in text or "cublas" in text
+
+
+@contextmanager
+def gpu_errors() -> Iterator[None]:
+    """Translate the engines' GPU failures (plain RuntimeErrors) into `GpuError`, which the task retries."""
+    try:
+        yield
+    except GpuError:
+        raise
+    except Exception as error:
+        if is_gpu_failure(error):
+            raise GpuError(f"GPU failure: {error}") from error
+        raise

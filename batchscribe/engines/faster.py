@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from batchscribe import weights
+from batchscribe.audio import SAMPLE_RATE
 from batchscribe.decoding import BatchDecoder, RowResult
-from batchscribe.engines.base import SAMPLE_RATE, Engine, FileTranscription
+from batchscribe.engines.base import Engine, FileTranscription, gpu_errors
 from batchscribe.longform import pcm_windows
 from batchscribe.options import TranscribeOptions
 from batchscribe.scheduler import FileJob, WindowScheduler
@@ -80,7 +81,8 @@ class FasterWhisperEngine(Engine):
     def transcribe_file(self, path: Path, options: TranscribeOptions) -> FileTranscription:
         if options.batch_size <= 1:
             return super().transcribe_file(path, options)
-        return self._scheduled(pcm_windows(path, STREAM_PART_S), options, path.name)
+        with gpu_errors():
+            return self._scheduled(pcm_windows(path, STREAM_PART_S), options, path.name)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         """`audio` through the window scheduler, or faster-whisper's sequential decoder at batch size <= 1."""

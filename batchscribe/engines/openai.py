@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from batchscribe import weights
-from batchscribe.engines.base import SAMPLE_RATE, Engine
+from batchscribe.audio import SAMPLE_RATE
+from batchscribe.engines.base import Engine
 from batchscribe.options import TranscribeOptions
 from batchscribe.transcript import Segment, Transcript, Word
 

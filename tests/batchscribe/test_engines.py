@@ -7,9 +7,10 @@ import jiwer
 import numpy as np
 import pytest
 
+from batchscribe.audio import decode_audio
 from batchscribe.engines import load_engine
 from batchscribe.options import TranscribeOptions
-from tasks.audio import decode_audio, load_audio
+from tests.media import load_audio
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 ENGLISH_WER_BOUND = 0.15  # base on espeak-ng English measured ~5% (shared notes); keep headroom for noise

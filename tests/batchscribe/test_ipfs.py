@@ -8,9 +8,17 @@ import threading
 from pathlib import Path
 
 import pytest
+from multiformats import CID
 
 from batchscribe import ipfs
-from tasks.fetch import InputError, is_transient
+from batchscribe.errors import (
+    ContentNotFoundError,
+    IncompleteError,
+    InputError,
+    UnavailableError,
+    VerificationError,
+    is_transient,
+)
 from tests.ipfs_fixtures import Dag, TrustlessGateway, car_bytes
 
 HELLO = b"hello ipfs\n"
@@ -83,7 +91,7 @@ def test_tampered_leaf_block_is_rejected_and_nothing_is_left_behind(served, tmp_
     leaf = list(dag.blocks)[5]  # a middle chunk of the big file
     gateway.controls.tamper.add(leaf)
     target = tmp_path / "out.mp4"
-    with pytest.raises(ipfs.IpfsVerificationError, match="does not match its hash"):
+    with pytest.raises(VerificationError, match="does not match its hash"):
         ipfs.download(f"ipfs://{root}/Apollo_11_moonwalk_montage_720p.mp4", target, gateway=gateway.url)
     assert not target.exists() and not list(tmp_path.iterdir())
 
@@ -91,7 +99,7 @@ def test_tampered_leaf_block_is_rejected_and_nothing_is_left_behind(served, tmp_
 def test_tampered_directory_block_is_rejected(served) -> None:
     gateway, _, root = served
     gateway.controls.tamper.add(str(root))
-    with pytest.raises(ipfs.IpfsVerificationError):
+    with pytest.raises(VerificationError):
         ipfs.list_files(f"ipfs://{root}", gateway=gateway.url)
 
 
@@ -101,7 +109,7 @@ def test_substituted_file_with_lying_roots_header_is_rejected(served, tmp_path: 
     other_cid = other.add_file(b"not the file you asked for" * 100)[0]
     gateway.controls.substitute["readme.txt"] = other
     gateway.controls.lying_roots = f"{root},{other_cid}"
-    with pytest.raises(ipfs.IpfsVerificationError, match="unexpected block"):
+    with pytest.raises(VerificationError, match="unexpected block"):
         ipfs.download(f"ipfs://{root}/readme.txt", tmp_path / "r.txt", gateway=gateway.url)
 
 
@@ -113,27 +121,27 @@ def test_wrong_root_is_rejected(tmp_path: Path) -> None:
     decoy.add_file(b"some other content")
     with TrustlessGateway(dag) as gateway:
         gateway.controls.substitute[""] = decoy
-        with pytest.raises(ipfs.IpfsVerificationError, match="unexpected block"):
+        with pytest.raises(VerificationError, match="unexpected block"):
             ipfs.download(f"ipfs://{asked}", tmp_path / "f", gateway=gateway.url)
         gateway.controls.substitute.clear()
         gateway.blocks[bytes(asked.digest)] = list(decoy.blocks.values())[0]  # same CID, other bytes
-        with pytest.raises(ipfs.IpfsVerificationError, match="does not match its hash"):
+        with pytest.raises(VerificationError, match="does not match its hash"):
             ipfs.download(f"ipfs://{asked}", tmp_path / "f", gateway=gateway.url)
 
 
-def test_missing_cid_fails_clearly_after_bounded_retries(tmp_path: Path) -> None:
+def test_missing_cid_fails_clearly_and_is_left_to_the_task_to_retry(tmp_path: Path) -> None:
     dag = Dag(1)
     cid = dag.add_file(b"never served")[0]
     with TrustlessGateway() as gateway:
-        with pytest.raises(ipfs.IpfsUnavailableError, match="after 3 attempts") as info:
-            ipfs.Gateway(gateway.url, backoff_s=0).car(cid, [], "entity")
-        assert len(gateway.controls.requests) == 3
-    assert is_transient(info.value)  # Prefect's stage_input retries it (also bounded)
+        with pytest.raises(UnavailableError, match="not available from") as info:
+            ipfs.Gateway(gateway.url).car(cid, [], "entity")
+        assert len(gateway.controls.requests) == 1  # no backoff loop of its own under the retrying task
+    assert is_transient(info.value)  # Prefect's stage_input retries it (bounded, with backoff)
 
 
 def test_missing_path_and_bad_urls_are_permanent_errors(served, tmp_path: Path) -> None:
     gateway, _, root = served
-    with pytest.raises(ipfs.IpfsNotFoundError, match="no such file"):
+    with pytest.raises(ContentNotFoundError, match="no such file"):
         ipfs.download(f"ipfs://{root}/nope.mp3", tmp_path / "x", gateway=gateway.url)
     with pytest.raises(InputError, match="not a valid IPFS CID"):
         ipfs.parse_ipfs_url("ipfs://not-a-cid/x")
@@ -174,7 +182,7 @@ def test_gateway_without_trustless_responses_is_refused(tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), PlainBytes)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with pytest.raises(ipfs.IpfsVerificationError, match="verifiable CAR"):
+        with pytest.raises(VerificationError, match="verifiable CAR"):
             ipfs.download(
                 f"ipfs://{GOLDEN[1][0]}", tmp_path / "x", gateway=f"http://127.0.0.1:{server.server_address[1]}"
             )
@@ -186,7 +194,7 @@ def test_gateway_without_trustless_responses_is_refused(tmp_path: Path) -> None:
 def test_unsafe_directory_entry_names_are_rejected(tmp_path: Path) -> None:
     dag = Dag(1)
     root = dag.add_dir({"..": {"evil.mp3": b"x"}, "ok.mp3": b"y"})[0]
-    with TrustlessGateway(dag) as gateway, pytest.raises(ipfs.IpfsVerificationError, match="unsafe entry name"):
+    with TrustlessGateway(dag) as gateway, pytest.raises(VerificationError, match="unsafe entry name"):
         ipfs.list_files(f"ipfs://{root}", gateway=gateway.url)
 
 
@@ -205,7 +213,7 @@ def test_kubo_rpc_source_is_verified_too(tmp_path: Path) -> None:
 
         def do_POST(self) -> None:  # noqa: N802
             url = urlsplit(self.path)
-            digest = bytes(ipfs.CID.decode(parse_qs(url.query)["arg"][0]).digest)
+            digest = bytes(CID.decode(parse_qs(url.query)["arg"][0]).digest)
             if url.path != "/api/v0/block/get" or digest not in blocks:
                 return self.send_error(500)
             body = blocks[digest] + (b"!" if digest in tampered else b"")
@@ -222,7 +230,7 @@ def test_kubo_rpc_source_is_verified_too(tmp_path: Path) -> None:
         assert ipfs.download(f"ipfs://{root}/talks/big.mp4", tmp_path / "b", rpc=api) == len(BIG)
         assert (tmp_path / "b").read_bytes() == BIG
         tampered.add(bytes(list(dag.blocks.values())[3][0].digest))
-        with pytest.raises(ipfs.IpfsVerificationError):
+        with pytest.raises(VerificationError):
             ipfs.download(f"ipfs://{root}/talks/big.mp4", tmp_path / "c", rpc=api)
     finally:
         server.shutdown()
@@ -244,9 +252,9 @@ def test_truncated_or_incomplete_car_is_retryable_and_extra_blocks_are_rejected(
 
     assert read(car) == BIG
     for cut in (car[:-1000], car[: len(car) // 2], car[: -len(blocks[-1][1]) - 40]):
-        with pytest.raises(ipfs.IpfsIncompleteError) as info:
+        with pytest.raises(IncompleteError) as info:
             read(cut)
         assert is_transient(info.value)
     extra = car + car_bytes([root], [(Dag(1).add_file(b"x")[0], b"x")])[-(1 + 36 + 1) :]
-    with pytest.raises(ipfs.IpfsVerificationError, match="extra block"):
+    with pytest.raises(VerificationError, match="extra block"):
         read(extra)

@@ -2,10 +2,10 @@ from pathlib import Path
 
 import numpy as np
 
+from batchscribe.audio import decode_audio
 from batchscribe.engines import load_engine
 from batchscribe.longform import pcm_windows, transcribe_pcm
 from batchscribe.options import TranscribeOptions
-from tasks.audio import decode_audio
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 

@@ -24,9 +24,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
 
+from batchscribe.audio import ffmpeg_exe
 from batchscribe.options import BatchRequest
 from flows.transcribe_batch import BatchFailed, transcribe_batch
-from tasks.audio import ffmpeg_exe
 from tasks.manifest import MANIFEST_CSV, read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"

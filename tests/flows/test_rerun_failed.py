@@ -85,7 +85,7 @@ def test_select_reruns_statuses_and_extra_inputs(tmp_path) -> None:
 
 
 def test_resolve_inputs_keeps_pinned_relative_paths(tmp_path) -> None:
-    from tasks.fetch import resolve_inputs
+    from batchscribe.inputs import resolve_inputs
 
     (tmp_path / "a").mkdir()
     talk = tmp_path / "a" / "talk.mp3"

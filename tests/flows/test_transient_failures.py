@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from batchscribe.audio import ffmpeg_exe
 from batchscribe.options import BatchRequest
 from flows.transcribe_batch import BatchFailed, transcribe_batch
-from tasks.audio import ffmpeg_exe
 from tests.http_fixtures import RangeHandler, serve_folder
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"

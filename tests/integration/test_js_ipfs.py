@@ -29,7 +29,8 @@ import pytest
 import requests
 
 from batchscribe import ipfs
-from tasks.fetch import expand_url
+from batchscribe.errors import ContentNotFoundError, UnavailableError, VerificationError
+from batchscribe.inputs import expand_url
 from tests.ipfs_fixtures import CHUNK, MAX_LINKS, Dag
 
 pytestmark = pytest.mark.ipfs_node
@@ -273,9 +274,9 @@ def test_verified_rpc_download_is_byte_identical(added: Added, node: JsIpfsNode,
         assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest(), path
         file_cid = added.node_cids[f"upload/{path}"]
         assert ipfs.download(f"ipfs://{file_cid}", target, rpc=node.api) == len(data), path
-    with pytest.raises(ipfs.IpfsNotFoundError):
+    with pytest.raises(ContentNotFoundError):
         ipfs.download(f"ipfs://{added.root}/talks/nope.mp3", tmp_path / "nope", rpc=node.api)
-    with pytest.raises(ipfs.IpfsNotFoundError, match="not a directory"):
+    with pytest.raises(ContentNotFoundError, match="not a directory"):
         ipfs.download(f"ipfs://{added.root}/en2.mp3/x", tmp_path / "nope", rpc=node.api)
     assert not (tmp_path / "nope").exists()
 
@@ -301,9 +302,9 @@ def test_gateway_without_trustless_responses_is_refused(added: Added, node: JsIp
     plain = requests.get(f"{node.gateway}/ipfs/{added.root}/readme.txt", params={"format": "car"}, timeout=30)
     assert plain.status_code == 200 and plain.content == b"hello ipfs\n"
     assert not plain.headers.get("Content-Type", "").startswith(ipfs.CAR_MEDIA_TYPE)
-    with pytest.raises(ipfs.IpfsVerificationError, match="does not serve verifiable CAR responses"):
+    with pytest.raises(VerificationError, match="does not serve verifiable CAR responses"):
         ipfs.download(f"ipfs://{added.root}/en2.mp3", tmp_path / "x.mp3", gateway=node.gateway)
-    with pytest.raises(ipfs.IpfsVerificationError, match="does not serve verifiable CAR responses"):
+    with pytest.raises(VerificationError, match="does not serve verifiable CAR responses"):
         ipfs.list_files(f"ipfs://{added.root}", gateway=node.gateway)
     assert list(tmp_path.iterdir()) == []
 
@@ -315,6 +316,6 @@ def test_cid_the_node_lacks_is_unavailable_not_a_hang(
     # reader's read timeout ends it as a retryable error (shortened here from 60 s).
     monkeypatch.setattr(ipfs, "TIMEOUT_S", (5.0, 2.0))
     absent = Dag(1).add_file(b"never added to the node\n")[0]
-    with pytest.raises(ipfs.IpfsUnavailableError, match="timed out"):
+    with pytest.raises(UnavailableError, match="timed out"):
         ipfs.download(f"ipfs://{absent}", tmp_path / "x", rpc=node.api)
     assert list(tmp_path.iterdir()) == []

@@ -3,7 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.audio import MediaError, NoAudioError, decode_audio, decode_command, load_audio
+from batchscribe.audio import decode_audio, decode_command
+from batchscribe.errors import MediaError, NoAudioError
+from tests.media import load_audio
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 

@@ -3,7 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fetch import InputError, InputItem, resolve_inputs, stage_local
+from batchscribe.downloads import stage_local
+from batchscribe.errors import InputError
+from batchscribe.inputs import resolve_inputs
+from batchscribe.media import InputItem
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -73,7 +76,7 @@ def test_stage_errors_say_what_is_wrong(tmp_path: Path) -> None:
 def test_input_lists_from_text_csv_and_parquet(tmp_path: Path) -> None:
     import pandas as pd
 
-    from tasks.fetch import read_input_list
+    from batchscribe.inputs import read_input_list
 
     a, b = touch(tmp_path / "media" / "a.mp3"), touch(tmp_path / "media" / "b.mp3")
     (tmp_path / "list.txt").write_text("# inventory\nmedia/a.mp3\n\n" + str(b) + "\nhttps://example.org/c.mp3\n")
@@ -97,8 +100,8 @@ def test_a_request_needs_inputs_or_a_list() -> None:
 
 
 def test_credentials_in_a_url_never_reach_paths_or_the_manifest() -> None:
-    from batchscribe.storage import redact
-    from tasks.fetch import _url_relative_path
+    from batchscribe.urls import redact
+    from batchscribe.urls import relative_path as _url_relative_path
 
     url = "https://alice:s3cret@media.example.org/talks/a.mp3?token=x"
     assert "s3cret" not in _url_relative_path(url) and _url_relative_path(url) == "media.example.org/talks/a.mp3"

@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 
 from batchscribe import storage
-from tasks.fetch import InputError, InputItem, is_transient, resolve_inputs, stage_remote
+from batchscribe.downloads import stage_remote
+from batchscribe.errors import InputError, is_transient
+from batchscribe.inputs import resolve_inputs
+from batchscribe.media import InputItem
 from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET, read_manifest, write_manifest
 from tests.http_fixtures import RangeHandler as _Handler
 from tests.http_fixtures import serve_folder

@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 
 import tasks.transcribe as transcribe_module
+from batchscribe.audio import decode_audio
+from batchscribe.downloads import stage_local
 from batchscribe.engines import load_engine
 from batchscribe.engines.base import Engine
+from batchscribe.media import InputItem
 from batchscribe.options import TranscribeOptions
-from tasks.audio import decode_audio
-from tasks.fetch import InputItem, stage_local
 from tasks.transcribe import fallbacks, transcribe_audio, transcribe_cache_key
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"

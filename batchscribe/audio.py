@@ -1,0 +1,89 @@
+"""Audio extraction: any audio or video container to 16 kHz mono PCM, through ffmpeg."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import ffmpeg
+
+from batchscribe.atomic import atomic_path
+from batchscribe.errors import MediaError, NoAudioError
+
+SAMPLE_RATE = 16_000  # Hz, what Whisper expects
+BYTES_PER_SECOND = SAMPLE_RATE * 2  # 32,000 bytes per second of s16le mono
+
+
+_CODEC_PREFIX = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*")  # "[mp3float @ 0x55ce...] " in ffmpeg's messages
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    """Decoded audio: raw s16le, 16 kHz, mono, no header."""
+
+    path: str
+    duration_s: float
+    decode_s: float
+    warning: str = ""  # decoder errors ffmpeg recovered from (a truncated file, say)
+
+
+@cache
+def ffmpeg_exe() -> str:
+    """`$BATCHSCRIBE_FFMPEG`, else `ffmpeg` on PATH, else the binary imageio-ffmpeg ships."""
+    if env := os.environ.get("BATCHSCRIBE_FFMPEG"):
+        return env
+    if found := shutil.which("ffmpeg"):
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def decode_command(src: Path, dst: Path) -> list[str]:
+    """The ffmpeg argv (never a shell string) that decodes `src` into raw 16 kHz mono PCM at `dst`."""
+    # `file:` plus an absolute path: a name starting with '-' or holding 'http:'/'concat:' stays a file name.
+    stream = ffmpeg.input(f"file:{src.resolve()}")
+    stream = stream.output(
+        f"file:{dst.resolve()}", format="s16le", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE, vn=None, sn=None, dn=None
+    )
+    stream = stream.global_args("-nostdin", "-hide_banner", "-nostats", "-v", "error", "-threads", "0")
+    return stream.overwrite_output().compile(cmd=ffmpeg_exe())
+
+
+def decode_audio(src: Path, dst: Path) -> AudioFile:
+    """Decode `src` to `dst` (written atomically). Raises MediaError or NoAudioError with a readable cause."""
+    started = time.perf_counter()
+    with atomic_path(dst, durable=False) as tmp:  # a cache file: rebuilt if lost, so not fsynced
+        proc = subprocess.run(decode_command(src, tmp), capture_output=True, stdin=subprocess.DEVNULL)
+        stderr = proc.stderr.decode("utf-8", "replace").strip()
+        if proc.returncode != 0:
+            raise _media_error(stderr)
+        size = tmp.stat().st_size
+        if size < BYTES_PER_SECOND // 100:  # under 10 ms of samples
+            raise NoAudioError("the audio stream holds no samples")
+    warning = ""
+    if stderr:
+        warning = "decoded with errors, the file may be truncated or damaged: " + _last_line(stderr)
+    return AudioFile(str(dst), size / BYTES_PER_SECOND, time.perf_counter() - started, warning)
+
+
+def _media_error(stderr: str) -> MediaError:
+    lowered = stderr.lower()
+    if "does not contain any stream" in lowered or "matches no streams" in lowered:
+        return NoAudioError("no audio stream in the file (video or data only)")
+    if "moov atom not found" in lowered:
+        return MediaError("incomplete MP4/MOV (moov atom not found): the file is truncated or still being written")
+    if "invalid data found when processing input" in lowered:
+        return MediaError("not an audio or video file ffmpeg can read (invalid data found when processing input)")
+    return MediaError(f"ffmpeg could not decode the file: {_last_line(stderr) or 'no reason given'}")
+
+
+def _last_line(text: str) -> str:
+    lines = [_CODEC_PREFIX.sub("", line).strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""

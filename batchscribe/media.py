@@ -1,0 +1,26 @@
+"""The records a file's stages hand each other: an input as named, then staged (local and hashed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One file of the batch, before it is read."""
+
+    source: str  # what the user named (an absolute local path or a URL)
+    relative_path: str  # where its outputs go under the output root (posix, never escapes it)
+    error: str = ""  # set when the input could not even be listed (a missing path, an empty folder)
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A local, hashed copy of one input (the original file itself when it is already local)."""
+
+    source: str
+    relative_path: str
+    local_path: str
+    sha256: str
+    size_bytes: int
+    attempts: int = 1  # the stage task's runs, retries of a flaky download included
