@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -26,3 +27,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         """Transcribe 16 kHz mono float32 `audio` with `options` (already resolved)."""
+
+    def effective_options(self, options: TranscribeOptions) -> dict[str, Any]:
+        """`options` (resolved) as this engine really runs them, JSON-ready: what the manifest's `options` records.
+
+        The default is the options unchanged. An engine, or a decoding scheme, that ignores or changes an
+        option overrides this to say so (the batched faster-whisper path drops previous-text conditioning).
+        """
+        return options.model_dump(mode="json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,12 @@ class FasterWhisperEngine(Engine):
             download_root=str(cache_dir / "models" / "faster-whisper"),
         )
         self.batched = BatchedInferencePipeline(self.model)
+
+    def effective_options(self, options: TranscribeOptions) -> dict[str, Any]:
+        effective = super().effective_options(options)
+        if options.batch_size > 1:  # BatchedInferencePipeline: independent windows, first temperature only
+            effective.update(condition_on_previous_text=False, temperatures=[options.temperatures[0]])
+        return effective
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         kwargs = dict(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,10 @@ class OpenAIWhisperEngine(Engine):
             logger.warning("FP16 is not supported on CPU; using FP32 instead")
             self.fp16 = False
 
+    def effective_options(self, options: TranscribeOptions) -> dict[str, Any]:
+        # No VAD and no batching here: whisper.transcribe decodes every window in order.
+        return {**super().effective_options(options), "vad_filter": False, "batch_size": 0}
+
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         import whisper
 
@@ -62,6 +67,7 @@ class OpenAIWhisperEngine(Engine):
                 id=i,
                 start_s=float(s["start"]),
                 end_s=float(s["end"]),
+                seek=int(s["seek"]),
                 text=s["text"],
                 tokens=tuple(s["tokens"]),
                 temperature=float(s["temperature"]),
