@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextvars import copy_context
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
@@ -23,11 +25,14 @@ from tasks.manifest import (
     STATUS_FAILED,
     STATUS_NO_AUDIO,
     STATUS_OK,
+    TIMING_COLUMNS,
     ManifestWriter,
     normalize,
     options_json,
+    read_manifest,
+    relative_to_root,
 )
-from tasks.subtitles import export_subtitles
+from tasks.subtitles import export_subtitles, sidecar_collisions
 from tasks.transcribe import TranscribeResult, transcribe_audio, transcribe_cache_key
 
 limit_malloc_arenas()  # at import, before the worker and event-loop threads allocate: see batchscribe/malloc.py
@@ -70,6 +75,8 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
 
     progress.batch_started(len(items))
     results = cache_dir / "results"
+    earlier = read_manifest(output_root, request.storage_options)
+    keys = [item.relative_path for item in items]
     # One worker at a time per cache key, across processes sharing the cache (the others wait, then hit).
     pipeline = FilePipeline(
         request,
@@ -82,6 +89,8 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
         transcribe=transcribe_audio.with_options(
             result_storage=results, cache_policy=locked_cache_policy(transcribe_cache_key, cache_dir)
         ),
+        earlier_rows=earlier[earlier[KEY].isin(keys)].set_index(KEY).to_dict("index"),
+        full_names=frozenset(sidecar_collisions([*keys, *earlier[KEY]]) if request.outputs.layout == "sidecar" else ()),
     )
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     rows: list[dict[str, Any]] = []
@@ -130,10 +139,12 @@ class FilePipeline:
     cache_dir: str
     extract: Task
     transcribe: Task
+    earlier_rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # the manifest's rows of these files
+    full_names: frozenset[str] = frozenset()  # sidecar layout: inputs that keep their full name (collisions)
 
     def run(self, item: InputItem) -> dict[str, Any]:
         """The manifest row for `item`."""
-        options = self.options
+        options, outputs = self.options, self.request.outputs
         row: dict[str, Any] = {
             "source": storage.redact(item.source),
             "relative_path": item.relative_path,
@@ -141,14 +152,23 @@ class FilePipeline:
             "model": options.model,
             "compute_type": options.compute_type,
             "options_hash": options.cache_hash(),
-            "options": options_json(options),
+            "options": options_json(options),  # what was asked for, until the engine says what ran
+            "formats": ",".join(outputs.formats),
+            "max_line_width": outputs.max_line_width,
+            "max_line_count": outputs.max_line_count,
+            "layout": outputs.layout,
+            "started_at": datetime.now(timezone.utc),
         }
+        started = time.monotonic()
         try:
-            return self._through_tasks(item, row)
+            row = self._through_tasks(item, row, started)
         except Exception as error:  # noqa: BLE001 - a bug or a lost API connection: still this file's row
-            return {**row, **_error_columns(error), "attempts": 1}
+            row = {**row, **_error_columns(error), "attempts": 1}
+        if "finished_at" not in row:
+            row.update(finished_at=datetime.now(timezone.utc), wall_s=time.monotonic() - started)
+        return row
 
-    def _through_tasks(self, item: InputItem, row: dict[str, Any]) -> dict[str, Any]:
+    def _through_tasks(self, item: InputItem, row: dict[str, Any], started: float) -> dict[str, Any]:
         request, options, cache_dir = self.request, self.options, self.cache_dir
         state = stage_input(item, cache_dir, request.storage_options, request.max_input_bytes, return_state=True)
         if not state.is_completed():
@@ -166,34 +186,49 @@ class FilePipeline:
         if not state.is_completed():
             return _failed(row, state)
         result: TranscribeResult = state.result()
+        cached = state.name == "Cached"
 
+        full_name = item.relative_path in self.full_names
         state = export_subtitles(
             result.transcript, item.relative_path, self.output_root, request.outputs, request.storage_options,
-            return_state=True,
+            full_name, return_state=True,
         )  # fmt: skip
         if not state.is_completed():
             return _failed(row, state)
         transcript = result.transcript
-        wall_s = audio.decode_s + result.transcribe_s
+        wall_s = time.monotonic() - started
+        layout_warning = "sidecar name shared with another input (same folder and stem): kept the full name"
         row.update(
             status=STATUS_OK,
-            error="",
+            error=None,
             language=transcript.language,
             language_probability=transcript.language_probability,
             engine=result.engine,
             model=result.model,
             compute_type=result.compute_type,
             options_hash=result.options_hash,
-            started_at=result.started_at,
-            finished_at=result.finished_at,
+            options=result.effective_options or row["options"],
+            finished_at=datetime.now(timezone.utc),
             transcribe_s=result.transcribe_s,
             wall_s=wall_s,
             realtime_factor=audio.duration_s / wall_s if wall_s > 0 else None,
             attempts=max(result.attempts, staged.attempts),
-            warning="; ".join(w for w in (audio.warning, result.warning) if w),
-            **{f"{fmt}_path": path for fmt, path in state.result().items()},
+            warning="; ".join(w for w in (audio.warning, result.warning, full_name and layout_warning) if w) or None,
+            **{f"{fmt}_path": relative_to_root(path, self.output_root) for fmt, path in state.result().items()},
         )
+        if cached:
+            row.update(self._producing_run_timings(row))
         return row
+
+    def _producing_run_timings(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A cached transcript's timings from the manifest row that recorded the run that made it, if any:
+        a cached re-run leaves its rows as they were instead of reporting a cache read as speed."""
+        earlier = self.earlier_rows.get(row[KEY])
+        if not earlier or earlier.get("status") != STATUS_OK:
+            return {}
+        if (earlier.get("sha256"), earlier.get("options_hash")) != (row["sha256"], row["options_hash"]):
+            return {}
+        return {name: earlier[name] for name in TIMING_COLUMNS}
 
 
 def _failed(row: dict[str, Any], state: State) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class TranscribeResult:
     transcribe_s: float
     attempts: int
     warning: str = ""  # e.g. the GPU ran out of memory and a smaller batch or the CPU finished the file
+    effective_options: str = ""  # JSON of the options as they ran (Engine.effective_options); "": not known
 
 
 def fallbacks(options: TranscribeOptions) -> list[TranscribeOptions]:
@@ -128,6 +130,7 @@ def transcribe_audio(
     started_at = datetime.now(timezone.utc)
     transcript, used, warning, transcribe_s = transcribe_with_fallback(path, options, Path(cache_dir))
     path.unlink(missing_ok=True)  # the transcript is cached now; decoded PCM is 115 MB per hour
+    effective = load_engine(used, Path(cache_dir)).effective_options(used)  # loaded already: a dict lookup
     context = TaskRunContext.get()
     return TranscribeResult(
         transcript=transcript,
@@ -140,4 +143,5 @@ def transcribe_audio(
         transcribe_s=transcribe_s,
         attempts=context.task_run.run_count if context else 1,
         warning=warning,
+        effective_options=json.dumps(effective, sort_keys=True),
     )

@@ -12,7 +12,7 @@ import pytest
 
 from batchscribe import storage
 from tasks.fetch import InputError, InputItem, is_transient, resolve_inputs, stage_remote
-from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET, read_manifest, write_manifest
+from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET, absolute_paths, read_manifest, write_manifest
 from tests.http_fixtures import RangeHandler as _Handler
 from tests.http_fixtures import serve_folder
 from tests.ipfs_fixtures import Dag, TrustlessGateway
@@ -289,7 +289,9 @@ def test_flow_reads_an_ipfs_directory_and_writes_to_s3(s3, prefect_server, cache
     ok, bad = manifest.loc[f"{root}/talks/en2.mp3"], manifest.loc[f"{root}/talks/bad.mp3"]
     assert ok["status"] == "ok" and ok["language"] == "en" and ok["source"] == f"ipfs://{root}/talks/en2.mp3"
     assert bad["status"] == "failed" and "does not match its hash" in bad["error"] and pd.isna(bad["srt_path"])
-    assert ok["srt_path"] == f"s3://out/batch/{root}/talks/en2.mp3.srt"
+    assert ok["srt_path"] == f"{root}/talks/en2.mp3.srt"  # relative to the manifest
+    absolute = absolute_paths(manifest, "s3://out/batch").loc[f"{root}/talks/en2.mp3"]
+    assert absolute["srt_path"] == f"s3://out/batch/{root}/talks/en2.mp3.srt"
     fs, _ = storage.filesystem("s3://out", s3)
     text = fs.cat_file(f"out/batch/{root}/talks/en2.mp3.txt").decode()
     assert "bakery" in text.lower()
