@@ -274,15 +274,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def server(action: str) -> int:
     """`batchscribe server start|stop|status`."""
-    from batchscribe.server import ensure_local_server, running_server, state_dir, stop_local_server
+    from batchscribe.server import ensure_local_server, running_server, state_dir, stop_local_server, ui_url
 
     if action == "start":
-        print(f"local Prefect server: {ensure_local_server()} (UI at the same address without /api)")
+        api_url = ensure_local_server()
+        print(f"local Prefect server: UI {ui_url(api_url)}, API {api_url}")
     elif action == "stop":
         print("stopped" if stop_local_server() else "no local server was running")
+    elif info := running_server():
+        print(
+            f"running: UI {ui_url(info['api_url'])}, API {info['api_url']} (pid {info['pid']}), data in {state_dir()}"
+        )
     else:
-        info = running_server()
-        print(f"running: {info['api_url']} (pid {info['pid']}), data in {state_dir()}" if info else "not running")
+        print("not running")
     return EXIT_OK
 
 
