@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextvars import copy_context
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,7 +25,6 @@ from tasks.manifest import (
     STATUS_FAILED,
     STATUS_NO_AUDIO,
     STATUS_OK,
-    TIMING_COLUMNS,
     ManifestWriter,
     normalize,
     options_json,
@@ -75,7 +74,6 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
 
     progress.batch_started(len(items))
     results = cache_dir / "results"
-    earlier = read_manifest(output_root, request.storage_options)
     keys = [item.relative_path for item in items]
     # One worker at a time per cache key, across processes sharing the cache (the others wait, then hit).
     pipeline = FilePipeline(
@@ -89,8 +87,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
         transcribe=transcribe_audio.with_options(
             result_storage=results, cache_policy=locked_cache_policy(transcribe_cache_key, cache_dir)
         ),
-        earlier_rows=earlier[earlier[KEY].isin(keys)].set_index(KEY).to_dict("index"),
-        full_names=frozenset(sidecar_collisions([*keys, *earlier[KEY]]) if request.outputs.layout == "sidecar" else ()),
+        full_names=sidecar_full_names(request, keys, output_root),
     )
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     rows: list[dict[str, Any]] = []
@@ -119,6 +116,14 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     return batch
 
 
+def sidecar_full_names(request: BatchRequest, keys: list[str], output_root: str) -> frozenset[str]:
+    """With the sidecar layout, the inputs whose names would collide (with the batch or the manifest's rows)."""
+    if request.outputs.layout != "sidecar":
+        return frozenset()
+    earlier = read_manifest(output_root, request.storage_options)[KEY]
+    return frozenset(sidecar_collisions([*keys, *earlier]))
+
+
 def all_inputs(request: BatchRequest) -> list[str]:
     """The request's inputs followed by those its input lists name."""
     listed = [entry for location in request.input_lists for entry in read_input_list(location, request.storage_options)]
@@ -139,7 +144,6 @@ class FilePipeline:
     cache_dir: str
     extract: Task
     transcribe: Task
-    earlier_rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # the manifest's rows of these files
     full_names: frozenset[str] = frozenset()  # sidecar layout: inputs that keep their full name (collisions)
 
     def run(self, item: InputItem) -> dict[str, Any]:
@@ -161,14 +165,14 @@ class FilePipeline:
         }
         started = time.monotonic()
         try:
-            row = self._through_tasks(item, row, started)
+            row = self._through_tasks(item, row)
         except Exception as error:  # noqa: BLE001 - a bug or a lost API connection: still this file's row
             row = {**row, **_error_columns(error), "attempts": 1}
         if "finished_at" not in row:
             row.update(finished_at=datetime.now(timezone.utc), wall_s=time.monotonic() - started)
         return row
 
-    def _through_tasks(self, item: InputItem, row: dict[str, Any], started: float) -> dict[str, Any]:
+    def _through_tasks(self, item: InputItem, row: dict[str, Any]) -> dict[str, Any]:
         request, options, cache_dir = self.request, self.options, self.cache_dir
         state = stage_input(item, cache_dir, request.storage_options, request.max_input_bytes, return_state=True)
         if not state.is_completed():
@@ -182,11 +186,10 @@ class FilePipeline:
         audio: AudioFile = state.result()
         row.update(duration_s=audio.duration_s, decode_s=audio.decode_s, warning=audio.warning)
 
-        state = self.transcribe(staged, audio, options, cache_dir, return_state=True)
+        state = self.transcribe(staged, audio, options, cache_dir, row["started_at"], return_state=True)
         if not state.is_completed():
             return _failed(row, state)
         result: TranscribeResult = state.result()
-        cached = state.name == "Cached"
 
         full_name = item.relative_path in self.full_names
         state = export_subtitles(
@@ -196,7 +199,9 @@ class FilePipeline:
         if not state.is_completed():
             return _failed(row, state)
         transcript = result.transcript
-        wall_s = time.monotonic() - started
+        # The producing run's times (cached with the transcript): a cached re-run reports no cache read as speed.
+        started_at = result.file_started_at or result.started_at
+        wall_s = (result.finished_at - started_at).total_seconds()
         layout_warning = "sidecar name shared with another input (same folder and stem): kept the full name"
         row.update(
             status=STATUS_OK,
@@ -208,7 +213,8 @@ class FilePipeline:
             compute_type=result.compute_type,
             options_hash=result.options_hash,
             options=result.effective_options or row["options"],
-            finished_at=datetime.now(timezone.utc),
+            started_at=started_at,
+            finished_at=result.finished_at,
             transcribe_s=result.transcribe_s,
             wall_s=wall_s,
             realtime_factor=audio.duration_s / wall_s if wall_s > 0 else None,
@@ -216,19 +222,7 @@ class FilePipeline:
             warning="; ".join(w for w in (audio.warning, result.warning, full_name and layout_warning) if w) or None,
             **{f"{fmt}_path": relative_to_root(path, self.output_root) for fmt, path in state.result().items()},
         )
-        if cached:
-            row.update(self._producing_run_timings(row))
         return row
-
-    def _producing_run_timings(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A cached transcript's timings from the manifest row that recorded the run that made it, if any:
-        a cached re-run leaves its rows as they were instead of reporting a cache read as speed."""
-        earlier = self.earlier_rows.get(row[KEY])
-        if not earlier or earlier.get("status") != STATUS_OK:
-            return {}
-        if (earlier.get("sha256"), earlier.get("options_hash")) != (row["sha256"], row["options_hash"]):
-            return {}
-        return {name: earlier[name] for name in TIMING_COLUMNS}
 
 
 def _failed(row: dict[str, Any], state: State) -> dict[str, Any]:

@@ -51,16 +51,14 @@ COLUMNS: dict[str, str] = {
     "layout": "string",  # output naming: "mirror" or "sidecar" (OutputOptions.layout)
     **{f"{fmt}_path": "string" for fmt in ALL_FORMATS},  # relative to the manifest's folder (absolute_paths)
     "started_at": "datetime64[ns, UTC]",  # when the file's way through began (staging)
-    "finished_at": "datetime64[ns, UTC]",  # when its outputs were written
+    "finished_at": "datetime64[ns, UTC]",  # when its transcript was ready for export (the writes take ms)
     "decode_s": "Float64",  # seconds ffmpeg took to decode it
     "transcribe_s": "Float64",  # seconds the model worked on it (waiting for the model excluded)
-    "wall_s": "Float64",  # finished_at - started_at, in seconds: stage, decode, wait, transcribe, export
+    "wall_s": "Float64",  # finished_at - started_at, in seconds: staging, decoding, waiting, transcribing
     "realtime_factor": "Float64",  # duration_s / wall_s: audio seconds per wall second (higher is faster)
     "attempts": "Int64",  # task runs it took, retries included
 }
 PATH_COLUMNS = tuple(f"{fmt}_path" for fmt in ALL_FORMATS)
-# Columns that say how and how fast the transcript was made: a cached re-run keeps the producing run's.
-TIMING_COLUMNS = ("started_at", "finished_at", "decode_s", "transcribe_s", "wall_s", "realtime_factor")
 KEY = "relative_path"
 
 

@@ -38,6 +38,8 @@ class TranscribeResult:
     transcribe_s: float
     attempts: int
     warning: str = ""  # e.g. the GPU ran out of memory and a smaller batch or the CPU finished the file
+    # When the file's way through (staging) began in the run that transcribed it; a cached row keeps it.
+    file_started_at: datetime | None = None
     effective_options: str = ""  # JSON of the options as they ran (Engine.effective_options); "": not known
 
 
@@ -120,9 +122,17 @@ retry_if_engine_transient = retry_when(is_transient_engine_error)
     retry_condition_fn=retry_if_engine_transient,
 )
 def transcribe_audio(
-    staged: StagedFile, audio: AudioFile, options: TranscribeOptions, cache_dir: str
+    staged: StagedFile,
+    audio: AudioFile,
+    options: TranscribeOptions,
+    cache_dir: str,
+    file_started_at: datetime | None = None,
 ) -> TranscribeResult:
-    """Transcribe one decoded file with the process-wide engine for `options`."""
+    """Transcribe one decoded file with the process-wide engine for `options`.
+
+    `file_started_at` (when the file's staging began; not part of the cache key) is kept in the result, so
+    the manifest's wall time is the producing run's also when the result comes from the cache.
+    """
     options = options.resolved()
     path = Path(audio.path)
     if not path.exists():  # the decoded copy was cleaned up since it was cached: decode again
@@ -144,4 +154,5 @@ def transcribe_audio(
         attempts=context.task_run.run_count if context else 1,
         warning=warning,
         effective_options=json.dumps(effective, sort_keys=True),
+        file_started_at=file_started_at or started_at,
     )
