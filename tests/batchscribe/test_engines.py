@@ -74,6 +74,23 @@ def test_openai_whisper_engine_on_cpu(audio, clips, session_cache) -> None:
     transcript = engine.transcribe(audio["en.wav"], opts)
     assert transcript.language == "en" and transcript.language_probability > 0.5
     assert wer(clips["en.wav"]["text"], transcript.text) < ENGLISH_WER_BOUND, transcript.text
+    for segment in transcript.segments:  # whisper's own seek: the window (in mel frames) it was decoded from
+        assert segment.seek is not None and 0 <= round(segment.start_s * 100) - segment.seek < 3000
+    assert engine.effective_options(opts)["vad_filter"] is False  # no VAD in openai-whisper
+
+
+def test_effective_options_say_what_the_batched_path_drops(session_cache) -> None:
+    batched = TranscribeOptions(device="cpu").resolved()
+    engine = load_engine(batched, session_cache)
+    ran = engine.effective_options(batched)
+    assert ran["condition_on_previous_text"] is False and ran["temperatures"] == [0.0]
+    assert {k: v for k, v in ran.items() if k not in ("condition_on_previous_text", "temperatures")} == {
+        k: v
+        for k, v in batched.model_dump(mode="json").items()
+        if k not in ("condition_on_previous_text", "temperatures")
+    }
+    sequential = batched.model_copy(update={"batch_size": 0})  # the sequential decoder runs them all
+    assert engine.effective_options(sequential) == sequential.model_dump(mode="json")
 
 
 def _has_cuda() -> bool:
