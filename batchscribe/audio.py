@@ -20,6 +20,13 @@ SAMPLE_RATE = 16_000  # Hz, what Whisper expects
 BYTES_PER_SECOND = SAMPLE_RATE * 2  # 32,000 bytes per second of s16le mono
 
 
+# The decoded length may differ from what the container declares by this much before it is a warning:
+# encoder delay and padding are tens of milliseconds; a bitrate-estimated mp3 duration is a few percent off.
+DURATION_TOLERANCE_S = 0.5
+DURATION_TOLERANCE = 0.03  # of the declared duration, when that is larger
+
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_VIDEO_STREAM = re.compile(r"Stream #.*: Video: (?!.*attached pic)")
 _CODEC_PREFIX = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*")  # "[mp3float @ 0x55ce...] " in ffmpeg's messages
 
 
@@ -67,10 +74,41 @@ def decode_audio(src: Path, dst: Path) -> AudioFile:
         size = tmp.stat().st_size
         if size < BYTES_PER_SECOND // 100:  # under 10 ms of samples
             raise NoAudioError("the audio stream holds no samples")
-    warning = ""
+    duration_s = size / BYTES_PER_SECOND
+    warnings = [_length_warning(duration_s, declared_duration_s(src))]
     if stderr:
-        warning = "decoded with errors, the file may be truncated or damaged: " + _last_line(stderr)
-    return AudioFile(str(dst), size / BYTES_PER_SECOND, time.perf_counter() - started, warning)
+        warnings.append("decoded with errors, the file may be truncated or damaged: " + _last_line(stderr))
+    warning = "; ".join(w for w in warnings if w)
+    return AudioFile(str(dst), duration_s, time.perf_counter() - started, warning)
+
+
+def declared_duration_s(src: Path) -> float | None:
+    """The duration `src`'s container declares (ffmpeg's `Duration:` line), or None when it declares none.
+
+    None too for files with a video stream: their declared duration is the longest stream's, which an
+    audio track may rightly fall short of. ffprobe is not always installed (imageio-ffmpeg ships only
+    ffmpeg), so this reads what `ffmpeg -i` prints: a header read, no decoding. For an mp3 it is the
+    Xing/Info header's frame count or, without one, an estimate from the bitrate and the file size.
+    """
+    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", f"file:{src.resolve()}"]
+    try:  # exits 1 ("At least one output file must be specified") after printing the input's description
+        proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    except subprocess.TimeoutExpired:
+        return None
+    text = proc.stderr.decode("utf-8", "replace")
+    match = _DURATION.search(text)
+    if not match or _VIDEO_STREAM.search(text):
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _length_warning(decoded_s: float, declared_s: float | None) -> str:
+    if declared_s is None or abs(declared_s - decoded_s) <= max(DURATION_TOLERANCE_S, DURATION_TOLERANCE * declared_s):
+        return ""
+    if decoded_s < declared_s:
+        return f"decoded {decoded_s:.2f} s of the {declared_s:.2f} s the file declares: it may be truncated"
+    return f"decoded {decoded_s:.2f} s, more than the {declared_s:.2f} s the file declares"
 
 
 def _media_error(stderr: str) -> MediaError:

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--word-timestamps", action="store_true")
     run.add_argument("--max-line-width", type=int, default=None)
     run.add_argument("--max-line-count", type=int, default=None)
+    run.add_argument(
+        "--layout",
+        default="mirror",
+        choices=["mirror", "sidecar"],
+        help="mirror: DIR/a/talk.mp4.srt (default); sidecar: DIR/a/talk.en.srt, where media players look",
+    )
     run.add_argument("--no-vad", dest="vad_filter", action="store_false", help="do not skip silence (faster-whisper)")
     run.add_argument(
         "--batch-size",
@@ -94,9 +100,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
+    _add_rerun_parser(sub)
+    status = sub.add_parser("status", help="what OUT's manifest holds: counts by status and language, hours, failures")
+    status.add_argument("output", metavar="OUT", help="an output folder (or its manifest.parquet / .csv)")
     server = sub.add_parser("server", help="the local Prefect server used when PREFECT_API_URL is not set")
     server.add_argument("action", choices=["start", "stop", "status"])
     return parser
+
+
+def _add_rerun_parser(sub: Any) -> None:
+    """`rerun OUT`: options default to what OUT's manifest recorded (argparse.SUPPRESS: only given ones override)."""
+    rerun = sub.add_parser(
+        "rerun",
+        help="run OUT's failed files again, under the same names, with the options their rows recorded",
+        argument_default=argparse.SUPPRESS,
+    )
+    rerun.add_argument("output", metavar="OUT", help="the output folder of an earlier run (or its manifest.parquet)")
+    rerun.add_argument(
+        "--statuses", default="failed", help="comma-separated row statuses to run again (default: failed)"
+    )
+    for flag in ("--model", "--compute-type", "--language", "--initial-prompt", "--cache-dir"):
+        rerun.add_argument(flag)
+    rerun.add_argument("--engine", choices=["auto", "faster-whisper", "openai-whisper"])
+    rerun.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    for flag in ("--beam-size", "--batch-size", "--max-line-width", "--max-line-count", "--workers"):
+        rerun.add_argument(flag, type=int)
+    rerun.add_argument("-f", "--formats", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
+    rerun.add_argument("--layout", choices=["mirror", "sidecar"])
+    rerun.add_argument("--no-progress", action="store_true", default=False)
+    rerun.add_argument("-v", "--verbose", action="store_true", default=False)
 
 
 def parse_size(text: str) -> int:
@@ -145,7 +177,9 @@ def request_from_args(args: argparse.Namespace) -> BatchRequest:
             vad_filter=args.vad_filter,
             batch_size=args.batch_size,
         ),
-        outputs=OutputOptions(formats=formats, max_line_width=args.max_line_width, max_line_count=args.max_line_count),
+        outputs=OutputOptions(
+            formats=formats, max_line_width=args.max_line_width, max_line_count=args.max_line_count, layout=args.layout
+        ),
     )
 
 
@@ -158,37 +192,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"batchscribe: invalid option: {e}", file=sys.stderr)
         return EXIT_USAGE
 
-    import logging
-
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from batchscribe import progress
-    from batchscribe.server import ensure_local_server, running_server
     from batchscribe.storage import join, output_root
     from flows.transcribe_batch import BatchFailed, transcribe_batch
     from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET
 
-    # A configured server (PREFECT_API_URL, or a Prefect profile) wins; else the local one, started once.
-    api_url = PREFECT_API_URL.value()
-    if not api_url:
-        if not running_server():
-            print(
-                "starting the local Prefect server (first run only; `batchscribe server stop` stops it)",
-                file=sys.stderr,
-            )
-        api_url = ensure_local_server()
-    if not args.verbose:  # per-file errors go to the summary and the manifest, not as tracebacks
-        for name in ("prefect.flow_runs", "prefect.task_runs"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    bar = None if args.no_progress else _ProgressBar()
-    unsubscribe = progress.subscribe(bar) if bar else (lambda: None)
-    try:
-        with temporary_settings({PREFECT_API_URL: api_url}):
-            state = transcribe_batch(request, return_state=True)
-    finally:
-        unsubscribe()
-        if bar:
-            bar.close()
+    state = _run_flow(transcribe_batch, request, args)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BatchFailed):
         manifest = result.manifest
@@ -204,6 +212,176 @@ def run(args: argparse.Namespace) -> int:
         print(f"{failed} of {len(manifest)} files did not transcribe; see the error column.", file=sys.stderr)
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def _api_url() -> str:
+    """A configured server (PREFECT_API_URL, or a Prefect profile) wins; else the local one, started once."""
+    from prefect.settings import PREFECT_API_URL
+
+    from batchscribe.server import ensure_local_server, running_server
+
+    if api_url := PREFECT_API_URL.value():
+        return api_url
+    if not running_server():
+        print("starting the local Prefect server (first run only; `batchscribe server stop` stops it)", file=sys.stderr)
+    return ensure_local_server()
+
+
+def _run_flow(flow: Any, request: Any, args: argparse.Namespace) -> Any:
+    """Run `flow(request)` against `_api_url()` with the progress bar; returns its final state."""
+    import logging
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from batchscribe import progress
+
+    api_url = _api_url()
+    if not args.verbose:  # per-file errors go to the summary and the manifest, not as tracebacks
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    bar = None if args.no_progress else _ProgressBar()
+    unsubscribe = progress.subscribe(bar) if bar else (lambda: None)
+    try:
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            return flow(request, return_state=True)
+    finally:
+        unsubscribe()
+        if bar:
+            bar.close()
+
+
+def rerun_request_from_args(args: argparse.Namespace, manifest: Any) -> Any:
+    """The RerunRequest for `batchscribe rerun`: the chosen rows' recorded options, overridden by the flags given."""
+    from flows.rerun_failed import RerunRequest
+
+    given = vars(args)
+    statuses = [s.strip() for s in given.get("statuses", "failed").split(",") if s.strip()]
+    chosen = manifest[manifest["status"].isin(statuses)]
+    recorded = chosen.iloc[0] if len(chosen) else None
+    transcribe = _recorded_transcribe_options(recorded)
+    for name in ("model", "engine", "device", "compute_type", "language", "initial_prompt", "beam_size", "batch_size"):
+        if name in given:
+            transcribe[name] = given[name]
+    outputs = _recorded_output_options(recorded)
+    for name in ("max_line_width", "max_line_count", "layout"):
+        if name in given:
+            outputs[name] = given[name]
+    if "formats" in given:
+        outputs["formats"] = _formats(given["formats"])
+    return RerunRequest(
+        manifest=args.output,
+        statuses=statuses,
+        transcribe=transcribe,
+        outputs=outputs,
+        cache_dir=given.get("cache_dir"),
+        max_workers=given.get("workers", RerunRequest.model_fields["max_workers"].default),
+    )
+
+
+def _recorded_transcribe_options(row: Any) -> dict[str, Any]:
+    import json
+
+    if row is None or not isinstance(row["options"], str):
+        return {}
+    recorded = json.loads(row["options"])
+    return {k: v for k, v in recorded.items() if k in TranscribeOptions.model_fields}
+
+
+def _recorded_output_options(row: Any) -> dict[str, Any]:
+    if row is None:
+        return {}
+    recorded: dict[str, Any] = {}
+    if isinstance(row["formats"], str):
+        recorded["formats"] = _formats(row["formats"])
+    for name in ("max_line_width", "max_line_count"):
+        if _present(row[name]):
+            recorded[name] = int(row[name])
+    if isinstance(row["layout"], str):
+        recorded["layout"] = row["layout"]
+    return recorded
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    return ALL_FORMATS if text == "all" else tuple(f.strip() for f in text.split(",") if f.strip())
+
+
+def rerun(args: argparse.Namespace) -> int:
+    """`batchscribe rerun OUT`: the rerun-failed flow over OUT's manifest, through the same server as `run`."""
+    from pydantic import ValidationError
+
+    from flows.rerun_failed import rerun_failed, select_reruns
+    from tasks.manifest import KEY, read_manifest
+
+    root = _manifest_root(args.output)
+    manifest = read_manifest(args.output)
+    if not len(manifest):
+        print(f"batchscribe: no manifest in {root}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        request = rerun_request_from_args(args, manifest)
+    except ValidationError as e:
+        print(f"batchscribe: invalid option: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    keys = set(select_reruns(manifest, request).values())
+    if not keys:
+        print(f"nothing to rerun: no row of {root} has status {', '.join(request.statuses)}")
+        return EXIT_OK
+    state = _run_flow(rerun_failed, request, args)
+    if state.is_crashed() or (state.is_failed() and not _is_batch_failure(state)):
+        result = state.result(raise_on_failure=False)
+        print(f"batchscribe: the rerun did not run: {type(result).__name__}: {result}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    rows = read_manifest(args.output)
+    rows = rows[rows[KEY].isin(keys)]
+    print(summary_table(rows))
+    failed = int((rows["status"] != "ok").sum())
+    if failed:
+        print(f"{failed} of {len(rows)} files still did not transcribe; see the error column.", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def _is_batch_failure(state: Any) -> bool:
+    from flows.transcribe_batch import BatchFailed
+
+    return isinstance(state.result(raise_on_failure=False), BatchFailed)
+
+
+def _manifest_root(location: str) -> str:
+    from flows.rerun_failed import RerunRequest
+
+    return RerunRequest(manifest=location).output_root()
+
+
+def status(args: argparse.Namespace) -> int:
+    """`batchscribe status OUT`: read OUT's manifest (no server needed) and print what it holds."""
+    from tasks.manifest import read_manifest
+
+    manifest = read_manifest(args.output)
+    if not len(manifest):
+        print(f"batchscribe: no manifest in {_manifest_root(args.output)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(status_report(manifest))
+    return EXIT_OK if (manifest["status"] == "ok").all() else EXIT_SOME_FAILED
+
+
+def status_report(manifest: Any) -> str:
+    """Counts by status and language, hours of audio, and the rows that did not end ok with their errors."""
+    counts = manifest["status"].value_counts()
+    languages = manifest.loc[manifest["status"] == "ok", "language"].value_counts()
+    ok_hours = manifest.loc[manifest["status"] == "ok", "duration_s"].sum() / 3600
+    lines = [
+        f"files: {len(manifest)}  " + "  ".join(f"{name}: {int(n)}" for name, n in counts.items()),
+        "languages: " + ("  ".join(f"{name}: {int(n)}" for name, n in languages.items()) or "none"),
+        f"audio transcribed: {ok_hours:.2f} h",
+    ]
+    bad = manifest[manifest["status"] != "ok"]
+    if len(bad):
+        lines += ["", f"{'file':<40} {'status':<9} error"]
+        for row in bad.itertuples(index=False):
+            error = row.error if isinstance(row.error, str) else ""
+            lines.append(f"{_clip(row.relative_path, 40):<40} {row.status:<9} {error}")
+    return "\n".join(lines)
 
 
 def summary_table(manifest: Any) -> str:
@@ -267,22 +445,27 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in PREFECT_DEFAULTS.items():
         if not (getattr(args, "verbose", False) and key == "PREFECT_LOGGING_LEVEL"):
             os.environ.setdefault(key, value)
-    if args.command == "run":
-        return run(args)
+    commands = {"run": run, "rerun": rerun, "status": status}
+    if args.command in commands:
+        return commands[args.command](args)
     return server(args.action)
 
 
 def server(action: str) -> int:
     """`batchscribe server start|stop|status`."""
-    from batchscribe.server import ensure_local_server, running_server, state_dir, stop_local_server
+    from batchscribe.server import ensure_local_server, running_server, state_dir, stop_local_server, ui_url
 
     if action == "start":
-        print(f"local Prefect server: {ensure_local_server()} (UI at the same address without /api)")
+        api_url = ensure_local_server()
+        print(f"local Prefect server: UI {ui_url(api_url)}, API {api_url}")
     elif action == "stop":
         print("stopped" if stop_local_server() else "no local server was running")
+    elif info := running_server():
+        print(
+            f"running: UI {ui_url(info['api_url'])}, API {info['api_url']} (pid {info['pid']}), data in {state_dir()}"
+        )
     else:
-        info = running_server()
-        print(f"running: {info['api_url']} (pid {info['pid']}), data in {state_dir()}" if info else "not running")
+        print("not running")
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ LOG_PROB_THRESHOLD = -1.0  # Whisper's: below it the decode is too unsure
 NO_SPEECH_THRESHOLD = 0.6  # Whisper's: above it (with a low log probability) the window is silent
 MIN_TOKENS_PER_S = 0.75  # speech of a long window that decodes to fewer tokens than this is suspect
 DENSITY_MIN_WINDOW_S = 8.0  # ... judged only on windows at least this long
+FRAMES_PER_SECOND = 100  # mel frames
 BEST_OF = 5  # candidates sampled per fallback temperature, as Whisper does
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -56,6 +57,7 @@ class RowResult:
     no_speech_prob: float
     temperature: float
     redecoded: bool  # the coverage guard decoded it again alone
+    seek: int  # where the window starts in the file, in mel frames (100 a second), as openai-whisper's `seek`
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,9 @@ class BatchDecoder:
                 d.no_speech_prob,
                 d.temperature,
                 r,
+                round(row.window.file_start_s * FRAMES_PER_SECOND),
             )
-            for timed, d, r in zip(words, decoded, redecoded)
+            for timed, d, r, row in zip(words, decoded, redecoded, rows)
         ]
 
     def tokenizer(self, task: str, language: str) -> Any:

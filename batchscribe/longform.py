@@ -17,7 +17,7 @@ import numpy as np
 from batchscribe.audio import SAMPLE_RATE
 from batchscribe.engines.base import Engine
 from batchscribe.options import TranscribeOptions
-from batchscribe.transcript import Segment, Transcript, Word
+from batchscribe.transcript import FRAMES_PER_SECOND, Segment, Transcript, Word
 
 WINDOW_S = 20 * 60  # 20 minutes of audio per window (77 MB as float32)
 CUT_SEARCH_S = 30  # look for the quietest point in the last 30 s of a window
@@ -84,5 +84,6 @@ def _shift(segment: Segment, offset_s: float, first_id: int) -> Segment:
         id=first_id,
         start_s=segment.start_s + offset_s,
         end_s=segment.end_s + offset_s,
+        seek=None if segment.seek is None else segment.seek + round(offset_s * FRAMES_PER_SECOND),
         words=tuple(Word(w.start_s + offset_s, w.end_s + offset_s, w.word, w.probability) for w in segment.words),
     )

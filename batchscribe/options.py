@@ -18,6 +18,7 @@ EngineName = Literal["auto", "faster-whisper", "openai-whisper"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 TaskName = Literal["transcribe", "translate"]
 FormatName = Literal["txt", "vtt", "srt", "tsv", "json"]
+LayoutName = Literal["mirror", "sidecar"]
 
 ALL_FORMATS: tuple[FormatName, ...] = ("txt", "vtt", "srt", "tsv", "json")
 DEFAULT_MODEL = "base"  # installs offline from the package registry (README, "Models")
@@ -115,6 +116,12 @@ class OutputOptions(BaseModel):
         None, ge=10, le=200, description="Subtitle line width in characters (uses word timestamps if present)."
     )
     max_line_count: int | None = Field(None, ge=1, le=10, description="Lines per subtitle cue.")
+    layout: LayoutName = Field(
+        "mirror",
+        description="mirror: <name>.<ext> at the input's mirrored path (talk.mp3.srt; never collides). sidecar: "
+        "<stem>.<language>.<ext> beside it (talk.en.srt), where media players look; the full name "
+        "(talk.mp3.en.srt) where two inputs of the batch would collide.",
+    )
 
 
 class BatchRequest(BaseModel):

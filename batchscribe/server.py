@@ -5,6 +5,9 @@ on a small machine. Instead the first `batchscribe run` starts `prefect server s
 background (its database and logs under `<cache-dir>/prefect/`), and every later run connects to it in
 well under a second. `batchscribe server stop` stops it; its UI is at the URL `batchscribe server status`
 prints.
+
+Its port is chosen free at start, so the server is told it (`PREFECT_UI_API_URL`): the UI asks the server
+which API to call (`/ui-settings`), and left alone that answer is Prefect's default port, 4200.
 """
 
 from __future__ import annotations
@@ -24,6 +27,22 @@ from batchscribe.options import default_cache_dir
 
 STARTUP_TIMEOUT_S = 180  # a fresh database takes ~17 s on an idle 2-core machine
 SERVER_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def ui_url(api_url: str) -> str:
+    """The UI's address for a server's API URL (`http://127.0.0.1:PORT/api` -> `http://127.0.0.1:PORT`)."""
+    return api_url.removesuffix("/").removesuffix("/api")
+
+
+def server_env(api_url: str) -> dict[str, str]:
+    """The local server's environment: offline, with its UI pointed at its own API."""
+    return {
+        **os.environ,
+        **SERVER_ENV,
+        "PREFECT_HOME": str(state_dir() / "home"),
+        "PREFECT_UI_API_URL": api_url,
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+    }
 
 
 def state_dir() -> Path:
@@ -67,7 +86,7 @@ def ensure_local_server() -> str:
         log = (state_dir() / "server.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, **SERVER_ENV, "PREFECT_HOME": str(state_dir() / "home")},
+            env=server_env(api_url),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+FRAMES_PER_SECOND = 100  # mel frames per second: openai-whisper's hop of 160 samples at 16 kHz
+N_FRAMES = 30 * FRAMES_PER_SECOND  # 3000 frames in one 30-second decoding window
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,14 @@ class Segment:
     compression_ratio: float = 0.0
     no_speech_prob: float = 0.0
     words: tuple[Word, ...] = ()
+    seek: int | None = None  # start of the 30-s window it was decoded from, in mel frames; None: unknown
+
+    def window_seek(self) -> int:
+        """`seek` as openai-whisper writes it; when the engine did not say, the 30-s window of a fixed grid
+        from the media's start that holds the segment's start (so 0 <= start * 100 - seek < 3000 either way)."""
+        if self.seek is not None:
+            return self.seek
+        return int(max(self.start_s, 0.0) * FRAMES_PER_SECOND) // N_FRAMES * N_FRAMES
 
 
 @dataclass(frozen=True)
@@ -41,13 +52,44 @@ class Transcript:
     def text(self) -> str:
         return "".join(segment.text for segment in self.segments)
 
-    def to_whisper_dict(self) -> dict[str, Any]:
-        """The shape of openai-whisper's `transcribe()` result: text, segments, language."""
+    def clamped(self) -> Transcript:
+        """The transcript with no segment or word starting or ending after `duration_s` (or before 0).
+
+        Whisper's timestamps can run past the end of the audio (its last window is padded to 30 s).
+        """
+        if self.duration_s <= 0:
+            return self
+
+        def clamp(t: float) -> float:
+            return min(max(t, 0.0), self.duration_s)
+
+        segments = tuple(
+            replace(
+                s,
+                start_s=clamp(s.start_s),
+                end_s=clamp(s.end_s),
+                words=tuple(replace(w, start_s=clamp(w.start_s), end_s=clamp(w.end_s)) for w in s.words),
+            )
+            for s in self.segments
+        )
+        return replace(self, segments=segments)
+
+    def to_whisper_dict(self, *, word_timestamps: bool | None = None) -> dict[str, Any]:
+        """The shape of openai-whisper's `transcribe()` result: text, segments, language.
+
+        Args:
+            word_timestamps: whether word timing was asked for. Then every segment has a `words` list
+                (empty when it has no words), as openai-whisper writes it: its writers read
+                `segment["words"]` from every segment once the first has the key. None: asked for when
+                any segment has words.
+        """
+        if word_timestamps is None:
+            word_timestamps = any(s.words for s in self.segments)
         segments = []
         for s in self.segments:
             d: dict[str, Any] = {
                 "id": s.id,
-                "seek": 0,
+                "seek": s.window_seek(),
                 "start": round(s.start_s, 3),
                 "end": round(s.end_s, 3),
                 "text": s.text,
@@ -57,7 +99,7 @@ class Transcript:
                 "compression_ratio": s.compression_ratio,
                 "no_speech_prob": s.no_speech_prob,
             }
-            if s.words:
+            if word_timestamps:
                 d["words"] = [
                     {
                         "word": w.word,

@@ -184,7 +184,7 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
         request = BatchRequest(inputs=[f["path"] for f in files], output=str(output), cache_dir=str(cache_dir))
         manifest = transcribe_batch(request)
         by_source = {r.source: r for r in manifest.itertuples()}
-        texts = [Path(by_source[f["path"]].txt_path).read_text() for f in files]
+        texts = [(output / by_source[f["path"]].txt_path).read_text() for f in files]  # relative to the manifest
     return {"wall_s": time.perf_counter() - started, "texts": texts}
 
 

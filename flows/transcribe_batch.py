@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextvars import copy_context
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
@@ -22,8 +24,8 @@ from batchscribe.media import InputItem, StagedFile
 from batchscribe.options import BatchRequest, TranscribeOptions
 from tasks.audio import audio_cache_key, extract_audio
 from tasks.fetch import stage_input
-from tasks.manifest import KEY, ManifestWriter, normalize, options_json
-from tasks.subtitles import export_subtitles
+from tasks.manifest import KEY, ManifestWriter, normalize, options_json, read_manifest, relative_to_root
+from tasks.subtitles import export_subtitles, sidecar_collisions
 from tasks.transcribe import TranscribeResult, transcribe_audio, transcribe_cache_key
 
 limit_malloc_arenas()  # at import, before the worker and event-loop threads allocate: see batchscribe/malloc.py
@@ -66,6 +68,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
 
     progress.batch_started(len(items))
     results = cache_dir / "results"
+    keys = [item.relative_path for item in items]
     # One worker at a time per cache key, across processes sharing the cache (the others wait, then hit).
     pipeline = FilePipeline(
         request,
@@ -78,6 +81,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
         transcribe=transcribe_audio.with_options(
             result_storage=results, cache_policy=locked_cache_policy(transcribe_cache_key, cache_dir)
         ),
+        full_names=sidecar_full_names(request, keys, output_root),
     )
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     rows: list[dict[str, Any]] = []
@@ -106,6 +110,14 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     return batch
 
 
+def sidecar_full_names(request: BatchRequest, keys: list[str], output_root: str) -> frozenset[str]:
+    """With the sidecar layout, the inputs whose names would collide (with the batch or the manifest's rows)."""
+    if request.outputs.layout != "sidecar":
+        return frozenset()
+    earlier = read_manifest(output_root, request.storage_options)[KEY]
+    return frozenset(sidecar_collisions([*keys, *earlier]))
+
+
 def all_inputs(request: BatchRequest) -> list[str]:
     """The request's inputs followed by those its input lists name."""
     listed = [entry for location in request.input_lists for entry in read_input_list(location, request.storage_options)]
@@ -126,10 +138,11 @@ class FilePipeline:
     cache_dir: str
     extract: Task
     transcribe: Task
+    full_names: frozenset[str] = frozenset()  # sidecar layout: inputs that keep their full name (collisions)
 
     def run(self, item: InputItem) -> dict[str, Any]:
         """The manifest row for `item`."""
-        options = self.options
+        options, outputs = self.options, self.request.outputs
         row: dict[str, Any] = {
             "source": urls.redact(item.source),
             "relative_path": item.relative_path,
@@ -137,12 +150,21 @@ class FilePipeline:
             "model": options.model,
             "compute_type": options.compute_type,
             "options_hash": options.cache_hash(),
-            "options": options_json(options),
+            "options": options_json(options),  # what was asked for, until the engine says what ran
+            "formats": ",".join(outputs.formats),
+            "max_line_width": outputs.max_line_width,
+            "max_line_count": outputs.max_line_count,
+            "layout": outputs.layout,
+            "started_at": datetime.now(timezone.utc),
         }
+        started = time.monotonic()
         try:
-            return self._through_tasks(item, row)
+            row = self._through_tasks(item, row)
         except Exception as error:  # noqa: BLE001 - a bug or a lost API connection: still this file's row
-            return {**row, **_error_columns(error), "attempts": 1}
+            row = {**row, **_error_columns(error), "attempts": 1}
+        if "finished_at" not in row:
+            row.update(finished_at=datetime.now(timezone.utc), wall_s=time.monotonic() - started)
+        return row
 
     def _through_tasks(self, item: InputItem, row: dict[str, Any]) -> dict[str, Any]:
         request, options, cache_dir = self.request, self.options, self.cache_dir
@@ -158,39 +180,43 @@ class FilePipeline:
         audio: AudioFile = state.result()
         row.update(duration_s=audio.duration_s, decode_s=audio.decode_s, warning=audio.warning)
 
-        state = self.transcribe(staged, audio, options, cache_dir, return_state=True)
+        state = self.transcribe(staged, audio, options, cache_dir, row["started_at"], return_state=True)
         if not state.is_completed():
             return _failed(row, state)
         result: TranscribeResult = state.result()
 
+        full_name = item.relative_path in self.full_names
         state = export_subtitles(
             result.transcript, item.relative_path, self.output_root, request.outputs, request.storage_options,
-            return_state=True,
+            full_name, return_state=True,
         )  # fmt: skip
         if not state.is_completed():
             return _failed(row, state)
         transcript = result.transcript
-        wall_s = audio.decode_s + result.transcribe_s
+        # The producing run's times (cached with the transcript): a cached re-run reports no cache read as speed.
+        started_at = result.file_started_at or result.started_at
+        wall_s = (result.finished_at - started_at).total_seconds()
+        layout_warning = "sidecar name shared with another input (same folder and stem): kept the full name"
         row.update(
             status=STATUS_OK,
-            error="",
+            error=None,
             language=transcript.language,
             language_probability=transcript.language_probability,
             engine=result.engine,
             model=result.model,
             compute_type=result.compute_type,
             options_hash=result.options_hash,
-            options=options_json(result.used_options or options),
+            options=options_json(result.used_options) if result.used_options else row["options"],
             windows=result.windows,
             redecoded_windows=result.redecoded_windows,
-            started_at=result.started_at,
+            started_at=started_at,
             finished_at=result.finished_at,
             transcribe_s=result.transcribe_s,
             wall_s=wall_s,
             realtime_factor=audio.duration_s / wall_s if wall_s > 0 else None,
             attempts=max(result.attempts, staged.attempts),
-            warning="; ".join(w for w in (audio.warning, result.warning) if w),
-            **{f"{fmt}_path": path for fmt, path in state.result().items()},
+            warning="; ".join(w for w in (audio.warning, result.warning, full_name and layout_warning) if w) or None,
+            **{f"{fmt}_path": relative_to_root(path, self.output_root) for fmt, path in state.result().items()},
         )
         return row
 

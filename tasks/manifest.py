@@ -23,34 +23,40 @@ MANIFEST_CSV = "manifest.csv"
 LOCK_FILE = ".manifest.lock"
 
 
-# The one definition of the manifest's columns and their pandas dtypes.
+# The one definition of the manifest's columns and their pandas dtypes (README, "Manifest", says the same).
+# "None" is always NULL (NA), never "": an ok row's `error` is NULL in the parquet and the CSV alike.
 COLUMNS: dict[str, str] = {
-    "source": "string",  # what the user named: absolute path or URL
+    "source": "string",  # what the user named: absolute path or URL (credentials masked)
     "relative_path": "string",  # where its outputs live under the output root; the row's key
     "sha256": "string",  # content hash of the input bytes
     "size_bytes": "Int64",
     "status": "string",  # ok, failed or no_audio (batchscribe.errors)
-    "error": "string",  # why it failed, in words; empty when ok
-    "warning": "string",  # recovered problems, e.g. a truncated file decoded up to the damage
+    "error": "string",  # why it did not end ok, in words; NULL when ok
+    "warning": "string",  # recovered problems (a truncated file decoded up to the damage); NULL when none
     "language": "string",
     "language_probability": "Float64",
-    "duration_s": "Float64",  # decoded audio duration
+    "duration_s": "Float64",  # seconds of audio decoded
     "engine": "string",
     "model": "string",
     "compute_type": "string",
-    "options_hash": "string",  # hash of the resolved transcription options (part of the cache key)
-    "options": "string",  # those options as JSON
-    **{f"{fmt}_path": "string" for fmt in ALL_FORMATS},
-    "started_at": "datetime64[ns, UTC]",  # when the transcription started
-    "finished_at": "datetime64[ns, UTC]",
-    "decode_s": "Float64",  # ffmpeg decode time
-    "transcribe_s": "Float64",  # model time
-    "wall_s": "Float64",  # decode_s + transcribe_s
-    "realtime_factor": "Float64",  # x realtime: audio seconds per wall second (higher is faster)
+    "options_hash": "string",  # hash of the requested, resolved transcription options (part of the cache key)
+    "options": "string",  # the transcription options as they ran (Engine.effective_options), as JSON
+    "formats": "string",  # output formats written, comma-separated
+    "max_line_width": "Int64",  # subtitle line width in characters; NULL: unbroken
+    "max_line_count": "Int64",  # lines per subtitle cue; NULL: no limit
+    "layout": "string",  # output naming: "mirror" or "sidecar" (OutputOptions.layout)
+    **{f"{fmt}_path": "string" for fmt in ALL_FORMATS},  # relative to the manifest's folder (absolute_paths)
+    "started_at": "datetime64[ns, UTC]",  # when the file's way through began (staging)
+    "finished_at": "datetime64[ns, UTC]",  # when its transcript was ready for export (the writes take ms)
+    "decode_s": "Float64",  # seconds ffmpeg took to decode it
+    "transcribe_s": "Float64",  # seconds the model worked on it (waiting for the model excluded)
+    "wall_s": "Float64",  # finished_at - started_at, in seconds: staging, decoding, waiting, transcribing
+    "realtime_factor": "Float64",  # duration_s / wall_s: audio seconds per wall second (higher is faster)
     "attempts": "Int64",  # task runs it took, retries included
     "windows": "Int64",  # speech windows the model decoded (0: the engine cuts none of its own)
     "redecoded_windows": "Int64",  # windows whose decode failed Whisper's checks and were decoded again alone
 }
+PATH_COLUMNS = tuple(f"{fmt}_path" for fmt in ALL_FORMATS)
 KEY = "relative_path"
 
 
@@ -59,7 +65,7 @@ def empty_manifest() -> pd.DataFrame:
 
 
 def normalize(rows: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
-    """Exactly COLUMNS, in order, with their dtypes; unknown columns are dropped."""
+    """Exactly COLUMNS, in order, with their dtypes; unknown columns are dropped, "" becomes NULL."""
     df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
     for name in COLUMNS:
         if name not in df:
@@ -67,18 +73,63 @@ def normalize(rows: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
     df = df[list(COLUMNS)]
     for name, dtype in COLUMNS.items():
         if dtype.startswith("datetime"):
-            df[name] = pd.to_datetime(df[name], utc=True)
+            df[name] = pd.to_datetime(df[name], utc=True).astype(dtype)  # one resolution, whatever came in
         else:
             df[name] = df[name].astype(dtype)
+            if dtype == "string":  # one spelling of "none": CSV cannot tell "" from NULL
+                df[name] = df[name].mask(df[name] == "")
     return df.reset_index(drop=True)
 
 
-def read_manifest(output_root: str | Path, storage_options: StorageOptions | None = None) -> pd.DataFrame:
-    """The manifest in `output_root` (a folder or fsspec URL), or an empty one."""
-    data = storage.read_bytes(storage.join(os.fspath(output_root), MANIFEST_PARQUET), storage_options)
+def read_manifest(location: str | Path, storage_options: StorageOptions | None = None) -> pd.DataFrame:
+    """The manifest at `location`, or an empty one.
+
+    Args:
+        location: an output folder (its manifest.parquet is read), or a manifest.parquet or manifest.csv
+            file; a local path or an fsspec URL.
+        storage_options: fsspec options per protocol for a URL.
+
+    Returns:
+        The rows with COLUMNS' dtypes: the CSV reads back equal to the parquet.
+    """
+    path = os.fspath(location)
+    if not path.endswith((".parquet", ".csv")):
+        path = storage.join(path, MANIFEST_PARQUET)
+    data = storage.read_bytes(path, storage_options)
     if data is None:
         return empty_manifest()
+    if path.endswith(".csv"):
+        return _read_csv(data)
     return normalize(pd.read_parquet(io.BytesIO(data)))
+
+
+def _read_csv(data: bytes) -> pd.DataFrame:
+    dates = [name for name, dtype in COLUMNS.items() if dtype.startswith("datetime")]
+    dtypes = {name: dtype for name, dtype in COLUMNS.items() if name not in dates}
+    # keep_default_na=False + na_values=[""]: only an empty field is NULL, never a word like "NA" or "null".
+    df = pd.read_csv(io.BytesIO(data), dtype=dtypes, keep_default_na=False, na_values=[""])
+    return normalize(df)
+
+
+def relative_to_root(path: str, root: str) -> str:
+    """`path`, a file under `root` (a folder or URL), as a `/`-separated path relative to `root`."""
+    if urls.is_url(root):
+        return path[len(root.rstrip("/")) + 1 :]
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def absolute_paths(manifest: pd.DataFrame, root: str | Path) -> pd.DataFrame:
+    """`manifest` with its `*_path` columns joined onto `root`, the folder (or URL) holding the manifest.
+
+    The manifest stores output paths relative to its own folder, so the folder can be moved or copied;
+    this gives paths to open, e.g. `absolute_paths(read_manifest(out), out)["srt_path"]`.
+    """
+    df = manifest.copy()
+    base = os.fspath(root)
+    for name in PATH_COLUMNS:
+        df[name] = df[name].map(lambda p: storage.join(base, *p.split("/")) if isinstance(p, str) else p)
+        df[name] = df[name].astype("string")
+    return df
 
 
 def merge_rows(manifest: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import textwrap
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TextIO
@@ -22,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from batchscribe.options import FormatName, OutputOptions
+from batchscribe.options import FormatName, LayoutName, OutputOptions
 from batchscribe.storage import StorageOptions, write_bytes_atomic
 from batchscribe.transcript import Segment, Transcript, Word
 from batchscribe.urls import is_url
@@ -236,16 +237,28 @@ def _safe_parts(relative_path: str) -> list[str]:
     return parts
 
 
-def output_paths(relative_path: str, output_root: str, formats: Iterable[FormatName]) -> dict[FormatName, str]:
-    """Where each format's file goes: the input's path under `output_root`, plus `.<format>`.
+def output_paths(
+    relative_path: str,
+    output_root: str,
+    formats: Iterable[FormatName],
+    *,
+    layout: LayoutName = "mirror",
+    language: str = "",
+    keep_full_name: bool = False,
+) -> dict[FormatName, str]:
+    """Where each format's file goes, under the input's mirrored path in `output_root`.
 
-    The whole input name is kept, so `a/talk.mp3` -> `<root>/a/talk.mp3.srt` never collides with
-    `a/talk.wav` or `b/talk.mp3`.
+    `mirror` keeps the whole input name, so `a/talk.mp3` -> `<root>/a/talk.mp3.srt` never collides with
+    `a/talk.wav` or `b/talk.mp3`. `sidecar` names the file as media players look for it:
+    `<root>/a/talk.en.srt`, or `<root>/a/talk.mp3.en.srt` with `keep_full_name` (see `sidecar_collisions`).
 
     Args:
         relative_path: the input's path relative to its input root, `/`-separated (`\\` is read as `/`).
         output_root: the output folder.
         formats: the formats wanted.
+        layout: "mirror" or "sidecar".
+        language: the transcript's language code, part of a sidecar name ("" leaves it out).
+        keep_full_name: sidecar only: keep the input's extension in the name.
 
     Returns:
         One path per format, in the order given.
@@ -253,8 +266,30 @@ def output_paths(relative_path: str, output_root: str, formats: Iterable[FormatN
     Raises:
         ValueError: if `relative_path` is empty, absolute, starts with a drive, or has a `..` part.
     """
-    base = os.path.join(os.fspath(output_root), *_safe_parts(relative_path))
+    parts = _safe_parts(relative_path)
+    if layout == "sidecar":
+        name = parts[-1] if keep_full_name else _stem(parts[-1])
+        parts[-1] = f"{name}.{language}" if language else name
+    base = os.path.join(os.fspath(output_root), *parts)
     return {fmt: f"{base}.{WRITERS[fmt].extension}" for fmt in formats}
+
+
+def _stem(name: str) -> str:
+    return os.path.splitext(name)[0] or name
+
+
+def sidecar_collisions(relative_paths: Iterable[str]) -> set[str]:
+    """The inputs whose sidecar names could collide: two or more with the same folder and stem (talk.mp3,
+    talk.wav). Their languages are not known before transcription, so they count as colliding whatever
+    they turn out to be."""
+    groups: dict[tuple[str, ...], set[str]] = defaultdict(set)
+    for relative_path in set(relative_paths):
+        try:
+            parts = _safe_parts(relative_path)
+        except ValueError:
+            continue  # refused when written
+        groups[(*parts[:-1], _stem(parts[-1]))].add(relative_path)
+    return {path for group in groups.values() if len(group) > 1 for path in group}
 
 
 def _write_text_atomic(path: str, text: str, storage_options: StorageOptions | None = None) -> None:
@@ -281,20 +316,31 @@ def write_outputs(
     output_root: str,
     options: OutputOptions,
     storage_options: StorageOptions | None = None,
+    *,
+    keep_full_name: bool = False,
 ) -> dict[FormatName, str]:
-    """Write every format in `options.formats`, each atomically, as UTF-8.
+    """Write every format in `options.formats`, each atomically, as UTF-8, with times clamped to the audio.
 
     Args:
         transcript: what to write.
         relative_path: the input's path relative to its input root (see `output_paths`).
         output_root: the output folder or fsspec URL (`s3://bucket/out`); missing folders are created.
-        options: formats and subtitle line limits.
+        options: formats, subtitle line limits and layout.
         storage_options: fsspec options per protocol for a URL `output_root` (never logged).
+        keep_full_name: sidecar layout only: keep the input's extension in the names (see `output_paths`).
 
     Returns:
         The path written for each format.
     """
-    paths = output_paths(relative_path, output_root, options.formats)
+    transcript = transcript.clamped()
+    paths = output_paths(
+        relative_path,
+        output_root,
+        options.formats,
+        layout=options.layout,
+        language=transcript.language,
+        keep_full_name=keep_full_name,
+    )
     for fmt, path in paths.items():
         buffer = io.StringIO()
         WRITERS[fmt]().write_result(transcript, buffer, options)
@@ -316,8 +362,11 @@ def export_subtitles(
     output_root: str,
     options: OutputOptions,
     storage_options: StorageOptions | None = None,
+    keep_full_name: bool = False,
 ) -> dict[FormatName, str]:
     """Write a transcript's subtitle, text and JSON files under `output_root`; returns their paths."""
-    paths = write_outputs(transcript, relative_path, output_root, options, storage_options)
+    paths = write_outputs(
+        transcript, relative_path, output_root, options, storage_options, keep_full_name=keep_full_name
+    )
     _logger().info("Wrote %d files for %s", len(paths), relative_path)
     return paths

@@ -40,6 +40,8 @@ class TranscribeResult:
     windows: int = 0  # speech windows decoded (0 for engines that cut no windows of their own)
     redecoded_windows: int = 0  # windows the coverage guard decoded again alone
     used_options: TranscribeOptions | None = None  # the options as the engine really ran them
+    # When the file's way through (staging) began in the run that transcribed it; a cached row keeps it.
+    file_started_at: datetime | None = None
 
 
 def fallbacks(options: TranscribeOptions) -> list[TranscribeOptions]:
@@ -110,9 +112,17 @@ retry_if_engine_transient = retry_when(is_transient)
     retry_condition_fn=retry_if_engine_transient,
 )
 def transcribe_audio(
-    staged: StagedFile, audio: AudioFile, options: TranscribeOptions, cache_dir: str
+    staged: StagedFile,
+    audio: AudioFile,
+    options: TranscribeOptions,
+    cache_dir: str,
+    file_started_at: datetime | None = None,
 ) -> TranscribeResult:
-    """Transcribe one decoded file with the process-wide engine for `options`."""
+    """Transcribe one decoded file with the process-wide engine for `options`.
+
+    `file_started_at` (when the file's staging began; not part of the cache key) is kept in the result, so
+    the manifest's wall time is the producing run's also when the result comes from the cache.
+    """
     options = options.resolved()
     path = Path(audio.path)
     if not path.exists():  # the decoded copy was cleaned up since it was cached: decode again
@@ -135,4 +145,5 @@ def transcribe_audio(
         windows=result.windows,
         redecoded_windows=result.redecoded_windows,
         used_options=used,
+        file_started_at=file_started_at or started_at,
     )

@@ -172,6 +172,7 @@ def _transcript(job: FileJob, results: list[RowResult], duration_s: float, optio
             segments.append(
                 Segment(
                     id=len(segments),
+                    seek=result.seek,
                     start_s=words[0].start_s,
                     end_s=max(words[-1].end_s, words[0].start_s),
                     text="".join(w.word for w in words),

@@ -38,6 +38,10 @@ class OpenAIWhisperEngine(Engine):
             logger.warning("FP16 is not supported on CPU; using FP32 instead")
             self.fp16 = False
 
+    def effective_options(self, options: TranscribeOptions) -> TranscribeOptions:
+        # No VAD and no batching here: whisper.transcribe decodes every window in order.
+        return options.model_copy(update={"vad_filter": False, "batch_size": 0})
+
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         import whisper
 
@@ -63,6 +67,7 @@ class OpenAIWhisperEngine(Engine):
                 id=i,
                 start_s=float(s["start"]),
                 end_s=float(s["end"]),
+                seek=int(s["seek"]),
                 text=s["text"],
                 tokens=tuple(s["tokens"]),
                 temperature=float(s["temperature"]),

@@ -75,6 +75,20 @@ def test_openai_whisper_engine_on_cpu(audio, clips, session_cache) -> None:
     transcript = engine.transcribe(audio["en.wav"], opts)
     assert transcript.language == "en" and transcript.language_probability > 0.5
     assert wer(clips["en.wav"]["text"], transcript.text) < ENGLISH_WER_BOUND, transcript.text
+    for segment in transcript.segments:  # whisper's own seek: the window (in mel frames) it was decoded from
+        assert segment.seek is not None and 0 <= round(segment.start_s * 100) - segment.seek < 3000
+    assert engine.effective_options(opts).vad_filter is False  # no VAD in openai-whisper
+
+
+def test_effective_options_say_what_the_scheduler_drops(session_cache) -> None:
+    batched = TranscribeOptions(device="cpu").resolved()
+    engine = load_engine(batched, session_cache)
+    ran = engine.effective_options(batched)
+    assert ran.condition_on_previous_text is False  # scheduled windows are independent
+    assert ran.temperatures == batched.temperatures  # the coverage guard's fallback uses them all
+    assert ran.model_copy(update={"condition_on_previous_text": True}) == batched
+    sequential = batched.model_copy(update={"batch_size": 0})  # the sequential decoder runs them all
+    assert engine.effective_options(sequential) == sequential
 
 
 def _has_cuda() -> bool:

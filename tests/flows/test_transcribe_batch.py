@@ -1,5 +1,6 @@
 """The batch flow end to end on a real Prefect server: real ffmpeg, real weights, real speech."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -9,12 +10,13 @@ import pandas as pd
 import pytest
 
 from batchscribe.engines.faster import FasterWhisperEngine
-from batchscribe.options import BatchRequest
+from batchscribe.options import BatchRequest, OutputOptions
 from flows.transcribe_batch import BatchFailed, transcribe_batch
 from tasks import audio as audio_module
 from tasks.manifest import COLUMNS, read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 RUN_SPECIFIC = ["attempts"]  # everything else in a row must come back identical from the cache
 
 
@@ -70,7 +72,7 @@ def test_batch_with_bad_inputs(prefect_server, bad_media, cache_dir, tmp_path, c
     assert rows.loc["inbox/truncated.mp3", "status"] == "ok"
     assert "truncated" in rows.loc["inbox/truncated.mp3", "warning"]
     assert rows.loc["inbox/silence.wav", "status"] == "ok"
-    assert len(Path(rows.loc["inbox/silence.wav", "txt_path"]).read_text().split()) <= 1
+    assert len((out / rows.loc["inbox/silence.wav", "txt_path"]).read_text().split()) <= 1
     assert rows.loc["inbox/-dash 'quoted' ünïcödé talk.mp3", "status"] == "ok"
     for name in ("zero_bytes", "text_as_mp3"):
         assert rows.loc[f"inbox/{bad_media[name].name}", "status"] == "failed"
@@ -78,8 +80,9 @@ def test_batch_with_bad_inputs(prefect_server, bad_media, cache_dir, tmp_path, c
     ok = rows[rows["status"] == "ok"]
     for relative_path, row in ok.iterrows():
         for fmt in ("txt", "vtt", "srt", "tsv", "json"):
-            path = Path(row[f"{fmt}_path"])
-            assert path.is_file() and path.is_relative_to(out), path
+            assert row[f"{fmt}_path"] == f"{relative_path}.{fmt}"  # relative to the manifest's folder
+            path = out / row[f"{fmt}_path"]
+            assert path.is_file(), path
             assert path.name == f"{Path(relative_path).name}.{fmt}"
         assert row["realtime_factor"] > 0 and row["duration_s"] > 0 and row["attempts"] >= 1
     on_disk = read_manifest(out)
@@ -140,3 +143,64 @@ def test_cli_exit_codes_and_summary(prefect_server, bad_media, cache_dir, tmp_pa
         timeout=120,
     )
     assert usage.returncode == 2 and "beam_size" in usage.stderr
+
+
+def test_rows_say_what_ran_how_long_it_took_and_where_the_sidecars_are(prefect_server, cache_dir, tmp_path) -> None:
+    import duckdb
+    import webvtt
+
+    from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET, absolute_paths
+
+    inbox = tmp_path / "inbox"
+    (inbox / "apollo").mkdir(parents=True)
+    shutil.copy(SAMPLES / "apollo" / "moon_landing.mp4", inbox / "apollo" / "moon_landing.mp4")
+    shutil.copy(SPEECH / "en2.mp3", inbox / "talk.mp3")  # talk.mp3 and talk.wav: one sidecar name
+    shutil.copy(SPEECH / "en.wav", inbox / "talk.wav")
+    (inbox / "notes.mp3").write_text("meeting notes, not audio\n")
+    out = tmp_path / "out"
+    outputs = OutputOptions(max_line_width=42, max_line_count=2, layout="sidecar")
+    request = BatchRequest(inputs=[str(inbox)], output=str(out), cache_dir=str(cache_dir), outputs=outputs)
+
+    state, batch = run(request)
+
+    assert state == "FAILED"  # notes.mp3
+    rows = batch.set_index("relative_path")
+    ok = rows[rows["status"] == "ok"]
+    assert sorted(ok.index) == ["apollo/moon_landing.mp4", "talk.mp3", "talk.wav"]
+    # Options as they ran: the batched default decodes windows independently, at the first temperature.
+    ran = json.loads(ok.loc["talk.mp3", "options"])
+    assert ran["condition_on_previous_text"] is False and ran["temperatures"] == [0.0] and ran["batch_size"] == 8
+    asked = json.loads(rows.loc["notes.mp3", "options"])  # never reached the model: what was asked for
+    assert asked["condition_on_previous_text"] is True and len(asked["temperatures"]) == 6
+    # Output options, on every row.
+    assert (rows["formats"] == "txt,vtt,srt,tsv,json").all() and (rows["layout"] == "sidecar").all()
+    assert (rows["max_line_width"] == 42).all() and (rows["max_line_count"] == 2).all()
+    # wall_s is the file's whole way through; realtime_factor is derived from it.
+    for _, row in ok.iterrows():
+        elapsed_s = (row["finished_at"] - row["started_at"]).total_seconds()
+        assert row["wall_s"] == pytest.approx(elapsed_s, abs=0.05)
+        assert row["wall_s"] >= row["decode_s"] + row["transcribe_s"]
+        assert row["realtime_factor"] == pytest.approx(row["duration_s"] / row["wall_s"])
+    # NULL for "none"; a failed row has its error and no outputs.
+    assert ok["error"].isna().all() and ok.loc["apollo/moon_landing.mp4", "warning"] is pd.NA
+    assert "not an audio or video file" in rows.loc["notes.mp3", "error"] and pd.isna(rows.loc["notes.mp3", "srt_path"])
+
+    # Sidecars beside the mirrored path, as players look for them; the full name only where two would collide.
+    assert ok.loc["apollo/moon_landing.mp4", "srt_path"] == "apollo/moon_landing.en.srt"
+    assert (ok.loc["talk.mp3", "srt_path"], ok.loc["talk.wav", "srt_path"]) == ("talk.mp3.en.srt", "talk.wav.en.srt")
+    for key in ("talk.mp3", "talk.wav"):
+        assert "kept the full name" in ok.loc[key, "warning"]
+    paths = absolute_paths(read_manifest(out), out).set_index("relative_path")
+    for fmt in ("txt", "vtt", "srt", "tsv", "json"):
+        assert all(Path(p).is_file() and Path(p).is_relative_to(out) for p in paths.loc[list(ok.index), f"{fmt}_path"])
+    # The apollo clip's last cue ends with the clip, not after it (read by a WebVTT parser).
+    cues = webvtt.read(paths.loc["apollo/moon_landing.mp4", "vtt_path"])
+    last_end_s = sum(float(x) * 60**i for i, x in enumerate(reversed(cues[-1].end.split(":"))))
+    assert 0 < last_end_s <= ok.loc["apollo/moon_landing.mp4", "duration_s"] + 0.0005
+
+    # Both manifest files read back alike: pandas through read_manifest, and duckdb.
+    pd.testing.assert_frame_equal(read_manifest(out / MANIFEST_CSV), read_manifest(out / MANIFEST_PARQUET))
+    query = "SELECT relative_path, error IS NULL, warning IS NULL, wall_s FROM {} ORDER BY relative_path"
+    from_parquet = duckdb.sql(query.format(f"read_parquet('{out / MANIFEST_PARQUET}')")).fetchall()
+    assert from_parquet == duckdb.sql(query.format(f"read_csv('{out / MANIFEST_CSV}', header=true)")).fetchall()
+    assert [r[1] for r in from_parquet] == [True, False, True, True]  # apollo, notes.mp3 (failed), talk.mp3, talk.wav

@@ -8,6 +8,7 @@ from batchscribe.errors import MediaError, NoAudioError
 from tests.media import load_audio
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
 def test_decodes_wav_and_mp3_to_16k_mono(tmp_path: Path) -> None:
@@ -60,3 +61,25 @@ def test_truncated_mp4_names_the_missing_moov_atom(tmp_path: Path) -> None:
     cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
     with pytest.raises(MediaError, match="moov atom not found"):
         decode_audio(cut, tmp_path / "c.pcm")
+
+
+def test_the_start_of_an_mp3_is_not_taken_for_the_whole_file(tmp_path: Path) -> None:
+    # No decoder error: only the length the mp3's header declares shows that most of the file is missing.
+    head = tmp_path / "head.mp3"
+    head.write_bytes((SPEECH / "de.mp3").read_bytes()[:3000])
+    audio = decode_audio(head, tmp_path / "h.pcm")
+    assert audio.duration_s < 2
+    assert "truncated" in audio.warning and "8.75 s" in audio.warning
+
+
+COMPLETE_MEDIA = sorted(
+    p
+    for p in [*SPEECH.iterdir(), *SAMPLES.rglob("*")]
+    if p.suffix in (".mp3", ".wav", ".mp4") and p.name != "broken.mp3"
+)
+
+
+@pytest.mark.parametrize("media", COMPLETE_MEDIA, ids=lambda p: p.name)
+def test_complete_files_decode_without_a_warning(media: Path, tmp_path: Path) -> None:
+    audio = decode_audio(media, tmp_path / "a.pcm")
+    assert audio.duration_s > 5 and audio.warning == ""

@@ -15,7 +15,7 @@ from batchscribe.downloads import stage_remote
 from batchscribe.errors import InputError, is_transient
 from batchscribe.inputs import resolve_inputs
 from batchscribe.media import InputItem
-from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET, read_manifest, write_manifest
+from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET, absolute_paths, read_manifest, write_manifest
 from tests.http_fixtures import RangeHandler as _Handler
 from tests.http_fixtures import serve_folder
 from tests.ipfs_fixtures import Dag, TrustlessGateway
@@ -290,9 +290,12 @@ def test_flow_reads_an_ipfs_directory_and_writes_to_s3(s3, prefect_server, cache
 
     manifest = read_manifest("s3://out/batch", s3).set_index("relative_path")
     ok, bad = manifest.loc[f"{root}/talks/en2.mp3"], manifest.loc[f"{root}/talks/bad.mp3"]
-    assert ok["status"] == "ok" and ok["language"] == "en" and ok["source"] == f"ipfs://{root}/talks/en2.mp3"
+    assert ok["status"] == "ok", ok["error"]
+    assert ok["language"] == "en" and ok["source"] == f"ipfs://{root}/talks/en2.mp3"
     assert bad["status"] == "failed" and "does not match its hash" in bad["error"] and pd.isna(bad["srt_path"])
-    assert ok["srt_path"] == f"s3://out/batch/{root}/talks/en2.mp3.srt"
+    assert ok["srt_path"] == f"{root}/talks/en2.mp3.srt"  # relative to the manifest
+    absolute = absolute_paths(manifest, "s3://out/batch").loc[f"{root}/talks/en2.mp3"]
+    assert absolute["srt_path"] == f"s3://out/batch/{root}/talks/en2.mp3.srt"
     fs, _ = storage.filesystem("s3://out", s3)
     text = fs.cat_file(f"out/batch/{root}/talks/en2.mp3.txt").decode()
     assert "bakery" in text.lower()

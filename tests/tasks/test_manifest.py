@@ -96,3 +96,72 @@ def test_two_batches_writing_one_folder_lose_no_rows(tmp_path: Path) -> None:
     manifest = read_manifest(tmp_path)
     assert len(manifest) == 50 and manifest["relative_path"].is_unique
     assert len(pd.read_csv(tmp_path / MANIFEST_CSV)) == 50
+
+
+def _rows() -> list[dict]:
+    """An ok row, a failed one and a row with a warning, with every kind of column filled or left empty."""
+    ok = {
+        "source": '/in/a, b "quoted".mp3',
+        "relative_path": 'a, b "quoted".mp3',
+        "status": "ok",
+        "error": "",
+        "warning": "",
+        "language": "en",
+        "duration_s": 10.492,
+        "options": '{"beam_size": 5, "temperatures": [0.0]}',
+        "formats": "txt,srt",
+        "max_line_width": 42,
+        "layout": "mirror",
+        "srt_path": 'a, b "quoted".mp3.srt',
+        "started_at": pd.Timestamp("2026-01-01T00:00:00.123456Z"),
+        "finished_at": pd.Timestamp("2026-01-01T00:00:08.5Z"),
+        "wall_s": 8.376544,
+        "attempts": 1,
+    }
+    failed = {"relative_path": "notes.mp3", "status": "failed", "error": "not audio:\nline two", "attempts": 1}
+    warned = {**ok, "relative_path": "sub/c.mp3", "warning": "decoded 0.42 s of the 8.75 s the file declares"}
+    return [ok, failed, warned]
+
+
+def test_none_is_null_and_the_csv_reads_back_equal_to_the_parquet(tmp_path: Path) -> None:
+    write_manifest(merge_rows(read_manifest(tmp_path), _rows()), tmp_path)
+    parquet = read_manifest(tmp_path / MANIFEST_PARQUET)
+    csv = read_manifest(tmp_path / MANIFEST_CSV)
+    pd.testing.assert_frame_equal(csv, parquet)
+    pd.testing.assert_frame_equal(read_manifest(tmp_path), parquet)
+    rows = parquet.set_index("relative_path")
+    assert rows["error"].isna().tolist() == [True, False, True]  # ok rows: NULL, never ""
+    assert rows["warning"].isna().tolist() == [True, True, False]
+    assert (parquet.dtypes.astype(str) == pd.Series(COLUMNS)).all()
+
+
+def test_duckdb_reads_both_files_alike(tmp_path: Path) -> None:
+    import duckdb
+
+    write_manifest(merge_rows(read_manifest(tmp_path), _rows()), tmp_path)
+    parquet, csv = tmp_path / MANIFEST_PARQUET, tmp_path / MANIFEST_CSV
+    nulls = ", ".join(f'count(*) FILTER (WHERE "{name}" IS NULL)' for name in COLUMNS)
+    from_parquet = duckdb.sql(f"SELECT {nulls} FROM read_parquet('{parquet}')").fetchall()
+    from_csv = duckdb.sql(f"SELECT {nulls} FROM read_csv('{csv}', header=true, all_varchar=true)").fetchall()
+    assert from_parquet == from_csv  # the same cells are NULL in both files
+    query = "SELECT relative_path, error IS NULL, warning IS NULL FROM {} ORDER BY relative_path"
+    expected = [('a, b "quoted".mp3', True, True), ("notes.mp3", False, True), ("sub/c.mp3", True, False)]
+    assert duckdb.sql(query.format(f"read_parquet('{parquet}')")).fetchall() == expected
+    assert duckdb.sql(query.format(f"read_csv('{csv}', header=true)")).fetchall() == expected
+    typed = duckdb.sql(f"SELECT sum(wall_s), max(started_at) FROM read_csv('{csv}', header=true)").fetchall()
+    assert typed == duckdb.sql(f"SELECT sum(wall_s), max(started_at) FROM read_parquet('{parquet}')").fetchall()
+
+
+def test_output_paths_are_relative_to_the_manifest_and_absolute_paths_joins_them(tmp_path: Path) -> None:
+    from tasks.manifest import absolute_paths
+
+    write_manifest(merge_rows(read_manifest(tmp_path), _rows()), tmp_path)
+    moved = tmp_path / "copied"
+    moved.mkdir()
+    for name in (MANIFEST_PARQUET, MANIFEST_CSV):
+        (moved / name).write_bytes((tmp_path / name).read_bytes())
+    rows = absolute_paths(read_manifest(moved), moved).set_index("relative_path")
+    assert rows.loc["sub/c.mp3", "srt_path"] == str(moved / 'a, b "quoted".mp3.srt')
+    assert pd.isna(rows.loc["notes.mp3", "srt_path"])
+    remote = absolute_paths(read_manifest(moved), "s3://bucket/out").set_index("relative_path")
+    assert remote.loc["sub/c.mp3", "srt_path"] == 's3://bucket/out/a, b "quoted".mp3.srt'

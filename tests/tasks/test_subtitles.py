@@ -23,6 +23,7 @@ from tasks.subtitles import (
     format_timestamp,
     layout_cues,
     output_paths,
+    sidecar_collisions,
     write_outputs,
 )
 
@@ -251,6 +252,22 @@ def test_output_paths_mirror_the_input(tmp_path):
     }
     assert output_paths("./a//talk.mp3", root, ("srt",)) == {"srt": paths["srt"]}
     assert output_paths("a\\talk.mp3", root, ("srt",)) == {"srt": paths["srt"]}
+
+
+def test_sidecar_layout_names_files_as_players_look_for_them(tmp_path):
+    root = str(tmp_path)
+    paths = output_paths("a/talk.mp4", root, ("srt", "vtt"), layout="sidecar", language="en")
+    assert paths == {"srt": os.path.join(root, "a", "talk.en.srt"), "vtt": os.path.join(root, "a", "talk.en.vtt")}
+    full = output_paths("a/talk.mp4", root, ("srt",), layout="sidecar", language="en", keep_full_name=True)
+    assert full == {"srt": os.path.join(root, "a", "talk.mp4.en.srt")}
+    written = write_outputs(PLAIN, "a/talk.mp4", root, OutputOptions(formats=("srt",), layout="sidecar"))
+    assert written == {"srt": os.path.join(root, "a", "talk.en.srt")} and os.path.isfile(written["srt"])
+
+
+def test_sidecar_collisions_are_inputs_sharing_folder_and_stem():
+    keys = ["a/talk.mp3", "a/talk.wav", "b/talk.mp3", "a/intro.mp3", "a/talk.mp3"]
+    assert sidecar_collisions(keys) == {"a/talk.mp3", "a/talk.wav"}
+    assert sidecar_collisions(["talk.mp3"]) == set()
 
 
 @pytest.mark.parametrize("first, second", [("talk.mp3", "talk.wav"), ("a/x.mp3", "b/x.mp3"), ("x.mp3", "x/mp3")])
