@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: demo test server bench bench-speed bench-gpu lint clean
+.PHONY: demo test test-fast server bench bench-speed bench-gpu lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP)
 	  else echo "no chromium and no root apt-get: tests/deployments/test_ui.py will skip"; fi
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+## The logic tests only (no Prefect server, no Whisper weights): a quick loop while changing code.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not server and not model and not slow and not ipfs_node"
 
 ## Local Prefect server + UI on http://127.0.0.1:4200, state in ./.prefect, in the foreground (Ctrl-C stops it).
 ## A login is required when PREFECT_SERVER_API_AUTH_STRING='user:password' is set.

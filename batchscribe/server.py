@@ -22,11 +22,36 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from batchscribe.options import default_cache_dir
 
 STARTUP_TIMEOUT_S = 180  # a fresh database takes ~17 s on an idle 2-core machine
-SERVER_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+# Offline and quiet: no telemetry from the server or the client (each can be overridden from the environment).
+OFFLINE_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, env: dict[str, str], log: Any, **popen: Any) -> subprocess.Popen:
+    """`prefect server start` on 127.0.0.1:`port` with `env`, its output to `log`; returns at once."""
+    argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **popen)
+
+
+def wait_healthy(api_url: str, process: subprocess.Popen, timeout_s: float = STARTUP_TIMEOUT_S) -> bool:
+    """Wait until the server at `api_url` answers /health; False when `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not healthy(api_url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
+    return True
 
 
 def ui_url(api_url: str) -> str:
@@ -38,7 +63,7 @@ def server_env(api_url: str) -> dict[str, str]:
     """The local server's environment: offline, with its UI pointed at its own API."""
     return {
         **os.environ,
-        **SERVER_ENV,
+        **OFFLINE_ENV,
         "PREFECT_HOME": str(state_dir() / "home"),
         "PREFECT_UI_API_URL": api_url,
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
@@ -53,7 +78,8 @@ def _state_file() -> Path:
     return state_dir() / "server.json"
 
 
-def _healthy(api_url: str) -> bool:
+def healthy(api_url: str) -> bool:
+    """Whether a Prefect API answers /health at `api_url`."""
     try:
         with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
             return response.status == 200
@@ -67,7 +93,7 @@ def running_server() -> dict | None:
         info = json.loads(_state_file().read_text())
     except (OSError, ValueError):
         return None
-    return info if _healthy(info["api_url"]) else None
+    return info if healthy(info["api_url"]) else None
 
 
 def ensure_local_server() -> str:
@@ -79,25 +105,14 @@ def ensure_local_server() -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second CLI started meanwhile waits here, then reuses ours
         if info := running_server():
             return info["api_url"]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         api_url = f"http://127.0.0.1:{port}/api"
         log = (state_dir() / "server.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=server_env(api_url),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # outlives this CLI and its Ctrl-C
-        )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthy(api_url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"the local Prefect server did not start; see {state_dir() / 'server.log'}")
-            time.sleep(0.3)
+        # start_new_session: the server outlives this CLI and its Ctrl-C.
+        process = start_server(port, server_env(api_url), log, start_new_session=True)
+        if not wait_healthy(api_url, process):
+            process.kill()
+            raise RuntimeError(f"the local Prefect server did not start; see {state_dir() / 'server.log'}")
         _state_file().write_text(json.dumps({"pid": process.pid, "api_url": api_url}))
         return api_url
 

@@ -1,7 +1,11 @@
-"""Shared test setup: a real Prefect server on 127.0.0.1 for the whole run, real ffmpeg, real weights.
+"""Shared test setup: a real Prefect server on 127.0.0.1, started when a test first needs it; real ffmpeg, real weights.
 
-The server is started in `pytest_configure`, before any test module imports Prefect (Prefect reads its
-settings once, at import), and waited for only by the tests that run flows.
+Prefect reads its settings once, at import, so `pytest_configure` points PREFECT_API_URL at a free port
+before any test module imports Prefect; the server itself starts only when a test asks for the
+`prefect_server` fixture, so a run of logic tests (`make test-fast`) starts none.
+
+Tests are marked by what they need, from their fixtures: `server` (a Prefect server) and `model` (the
+assembled Whisper weights); `make test-fast` runs the rest.
 """
 
 from __future__ import annotations
@@ -9,49 +13,39 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from batchscribe.server import OFFLINE_ENV, free_port, start_server, wait_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "tests" / "fixtures" / "speech"
 SERVER_STARTUP_S = 180  # ~17 s on an idle 2-core machine; far more while other tests load models
+NEEDS = {"prefect_server": "server", "session_cache": "model", "cache_dir": "model"}  # fixture -> marker
 
 _session_dir = Path(tempfile.mkdtemp(prefix="batchscribe-tests-"))
 _server: subprocess.Popen | None = None
 _server_log = _session_dir / "prefect-server.log"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    global _server
-    port = _free_port()
     os.environ.update(
         PREFECT_HOME=str(_session_dir / "prefect-home"),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
+        PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api",
         PREFECT_LOGGING_LEVEL="WARNING",
         # Weights are assembled (and converted for openai-whisper) once per run, here.
         BATCHSCRIBE_CACHE_DIR=str(_session_dir / "cache"),
+        **OFFLINE_ENV,
     )
-    _server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=_server_log.open("wb"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker in {NEEDS[name] for name in getattr(item, "fixturenames", ()) if name in NEEDS}:
+            item.add_marker(marker)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -66,18 +60,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_server() -> str:
-    """The API URL of the session's Prefect server, once it answers."""
+    """The API URL of the session's Prefect server, started on first use, once it answers."""
+    global _server
     url = os.environ["PREFECT_API_URL"]
-    deadline = time.monotonic() + SERVER_STARTUP_S
-    while time.monotonic() < deadline:
-        assert _server is not None and _server.poll() is None, _server_log.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return url
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"Prefect server did not start in {SERVER_STARTUP_S} s:\n{_server_log.read_text()[-3000:]}")
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    _server = start_server(port, dict(os.environ), _server_log.open("wb"))
+    if not wait_healthy(url, _server, SERVER_STARTUP_S):
+        pytest.fail(f"Prefect server did not start in {SERVER_STARTUP_S} s:\n{_server_log.read_text()[-3000:]}")
+    return url
 
 
 @pytest.fixture(scope="session")

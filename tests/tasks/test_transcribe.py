@@ -8,24 +8,12 @@ import tasks.transcribe as transcribe_module
 from batchscribe.audio import decode_audio
 from batchscribe.downloads import stage_local
 from batchscribe.engines import load_engine
-from batchscribe.engines.base import Engine
 from batchscribe.media import InputItem
 from batchscribe.options import TranscribeOptions
 from tasks.transcribe import fallbacks, transcribe_audio, transcribe_cache_key
+from tests.fakes import FakeEngine, OutOfMemoryEngine
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
-
-
-class OutOfMemoryEngine(Engine):
-    """A CUDA engine whose GPU is full: every call fails with PyTorch's out-of-memory text."""
-
-    def __init__(self) -> None:
-        super().__init__(TranscribeOptions(engine="faster-whisper", device="cpu"))
-        self.calls = 0
-
-    def transcribe(self, audio, options):
-        self.calls += 1
-        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
 def test_a_gpu_file_falls_back_to_the_cpu_only() -> None:
@@ -56,7 +44,7 @@ def test_out_of_memory_on_the_gpu_finishes_the_file_on_the_cpu(tmp_path, cache_d
 
 
 def test_other_errors_are_not_retried_on_the_cpu(tmp_path, cache_dir, monkeypatch) -> None:
-    class Broken(OutOfMemoryEngine):
+    class Broken(FakeEngine):
         def transcribe(self, audio, options):
             self.calls += 1
             raise ValueError("bad tensor")
@@ -76,3 +64,14 @@ def test_cache_key_is_content_plus_resolved_options() -> None:
     assert key.startswith(f"transcribe-{staged.sha256}-")
     other = transcribe_cache_key(None, {"staged": staged, "options": TranscribeOptions(device="cpu", beam_size=1)})
     assert other != key
+
+
+def test_a_fake_engine_goes_through_the_task_like_a_real_one(tmp_path, monkeypatch) -> None:
+    engine = FakeEngine()
+    monkeypatch.setattr(transcribe_module, "load_engine", lambda options, cache: engine)
+    staged = stage_local(InputItem(str(SPEECH / "en2.mp3"), "en2.mp3"))
+    audio = decode_audio(SPEECH / "en2.mp3", tmp_path / "en2.pcm")
+    result = transcribe_audio.fn(staged, audio, TranscribeOptions(device="cpu"), str(tmp_path))
+    assert engine.calls == 1 and result.transcript.text == f" {audio.duration_s:.1f} seconds of audio."
+    assert result.used_options == TranscribeOptions(device="cpu").resolved() and result.windows == 0
+    assert not Path(audio.path).exists()  # the decoded copy is removed once the transcript is cached
