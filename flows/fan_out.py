@@ -18,8 +18,8 @@ from batchscribe.errors import STATUS_OK
 from batchscribe.inputs import resolve_inputs
 from batchscribe.media import InputItem
 from batchscribe.options import BatchRequest
-from flows.transcribe_batch import _artifact_records, all_inputs
-from tasks.manifest import KEY, read_manifest
+from flows.transcribe_batch import ARTIFACT_ROWS, all_inputs
+from tasks.manifest import KEY, artifact_records, read_manifest
 
 POLL_S = 5.0
 
@@ -94,7 +94,7 @@ def transcribe_fan_out(request: FanOutRequest) -> pd.DataFrame:
     rows = manifest[manifest[KEY].isin(keys)].sort_values(KEY, kind="stable").reset_index(drop=True)
     create_table_artifact(
         key="batchscribe-manifest",
-        table=_artifact_records(rows),
+        table=artifact_records(rows, ARTIFACT_ROWS),
         description=f"{(rows['status'] == STATUS_OK).sum()} of {len(items)} files ok over {len(parts)} runs; "
         f"manifest in {output_root}",
     )

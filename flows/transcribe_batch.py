@@ -24,7 +24,15 @@ from batchscribe.media import InputItem, StagedFile
 from batchscribe.options import BatchRequest, TranscribeOptions
 from tasks.audio import audio_cache_key, extract_audio
 from tasks.fetch import stage_input
-from tasks.manifest import KEY, ManifestWriter, normalize, options_json, read_manifest, relative_to_root
+from tasks.manifest import (
+    KEY,
+    ManifestWriter,
+    artifact_records,
+    normalize,
+    options_json,
+    read_manifest,
+    relative_to_root,
+)
 from tasks.subtitles import export_subtitles, sidecar_collisions
 from tasks.transcribe import TranscribeResult, transcribe_audio, transcribe_cache_key
 
@@ -102,7 +110,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     batch = normalize(rows).sort_values(KEY, kind="stable").reset_index(drop=True)
     create_table_artifact(
         key="batchscribe-manifest",
-        table=_artifact_records(batch),
+        table=artifact_records(batch, ARTIFACT_ROWS),
         description=f"{(batch['status'] == STATUS_OK).sum()} of {len(batch)} files ok; manifest in {output_root}",
     )
     if (batch["status"] != STATUS_OK).any():
@@ -241,9 +249,3 @@ def _run_count(state: State) -> int:
             return max(1, client.read_task_run(state.state_details.task_run_id).run_count)
     except Exception:  # noqa: BLE001 - a count is not worth failing a file for
         return 1
-
-
-def _artifact_records(batch: pd.DataFrame) -> list[dict[str, Any]]:
-    view = batch[["relative_path", "status", "error", "language", "duration_s", "realtime_factor", "srt_path"]]
-    view = view.head(ARTIFACT_ROWS).astype(object).where(view.head(ARTIFACT_ROWS).notna(), None)
-    return view.to_dict("records")

@@ -244,3 +244,12 @@ class ManifestWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()  # also when the flow fails midway: whatever finished is recorded
+
+
+def artifact_records(batch: pd.DataFrame, rows: int) -> list[dict[str, Any]]:
+    """The first `rows` rows of a batch as JSON-ready records for a Prefect table artifact (a view only:
+    the parquet manifest holds every row)."""
+    view = batch[["relative_path", "status", "error", "language", "duration_s", "realtime_factor", "srt_path"]].head(
+        rows
+    )
+    return view.astype(object).where(view.notna(), None).to_dict("records")
