@@ -389,7 +389,7 @@ def overhead(out: Path, base_cache: Path, url: str) -> None:
     cli = [
         sys.executable,
         "-m",
-        "batchscribe.cli",
+        "flows.cli",
         "run",
         probe,
         "--output",
@@ -398,9 +398,7 @@ def overhead(out: Path, base_cache: Path, url: str) -> None:
         str(out / "cache20"),
         "--no-progress",
     ]
-    imports = timed(
-        [sys.executable, "-c", "import prefect, pandas, batchscribe.cli, flows.transcribe_batch"], env_server
-    )
+    imports = timed([sys.executable, "-c", "import prefect, pandas, flows.cli, flows.transcribe_batch"], env_server)
     with_server = min(timed(cli, env_server) for _ in range(2))
     ephemeral = min(timed(cli, env_ephemeral) for _ in range(2))
     print(

@@ -15,7 +15,7 @@ SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 def test_cli_starts_a_local_server_once_and_reuses_it(cache_dir: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
     env.update(BATCHSCRIBE_CACHE_DIR=str(cache_dir), PREFECT_HOME=str(tmp_path / "user-prefect-home"))
-    cli = [sys.executable, "-m", "batchscribe.cli"]
+    cli = [sys.executable, "-m", "flows.cli"]
     run = [*cli, "run", str(SPEECH / "en2.mp3"), "--output", str(tmp_path / "out"), "--no-progress", "-f", "txt"]
     try:
         first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)

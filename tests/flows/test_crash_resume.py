@@ -17,7 +17,7 @@ CLIPS = ("en.wav", "en2.mp3", "es.mp3", "fr.mp3", "de.mp3")
 
 
 def cli(inbox: Path, out: Path, cache: Path) -> list[str]:
-    return [sys.executable, "-m", "batchscribe.cli", "run", str(inbox), "--output", str(out),
+    return [sys.executable, "-m", "flows.cli", "run", str(inbox), "--output", str(out),
             "--cache-dir", str(cache), "--no-progress", "--workers", "1"]  # fmt: skip
 
 

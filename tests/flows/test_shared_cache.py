@@ -19,7 +19,7 @@ def test_two_processes_sharing_a_cache_transcribe_each_file_once(prefect_server,
     for name in CLIPS:
         shutil.copy(SPEECH / name, inbox / name)
     outs = [tmp_path / "out-1", tmp_path / "out-2"]
-    cli = [sys.executable, "-m", "batchscribe.cli", "run", str(inbox), "--cache-dir", str(cache_dir), "--no-progress"]
+    cli = [sys.executable, "-m", "flows.cli", "run", str(inbox), "--cache-dir", str(cache_dir), "--no-progress"]
     # Both against the session's server (PREFECT_API_URL is in the environment), started together.
     batches = [
         subprocess.Popen([*cli, "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

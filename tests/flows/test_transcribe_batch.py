@@ -116,7 +116,7 @@ def test_rerun_transcribes_nothing_and_a_changed_file_only_itself(
 
 
 def test_cli_exit_codes_and_summary(prefect_server, bad_media, cache_dir, tmp_path) -> None:
-    cli = [sys.executable, "-m", "batchscribe.cli", "run", "--no-progress", "--cache-dir", str(cache_dir)]
+    cli = [sys.executable, "-m", "flows.cli", "run", "--no-progress", "--cache-dir", str(cache_dir)]
     good = subprocess.run(
         [*cli, str(SPEECH / "en2.mp3"), "--output", str(tmp_path / "a"), "-f", "srt,txt"],
         capture_output=True,
@@ -167,9 +167,10 @@ def test_rows_say_what_ran_how_long_it_took_and_where_the_sidecars_are(prefect_s
     rows = batch.set_index("relative_path")
     ok = rows[rows["status"] == "ok"]
     assert sorted(ok.index) == ["apollo/moon_landing.mp4", "talk.mp3", "talk.wav"]
-    # Options as they ran: the batched default decodes windows independently, at the first temperature.
+    # Options as they ran: the window scheduler decodes windows independently.
     ran = json.loads(ok.loc["talk.mp3", "options"])
-    assert ran["condition_on_previous_text"] is False and ran["temperatures"] == [0.0] and ran["batch_size"] == 8
+    # Scheduled windows are independent (no conditioning); the coverage guard's fallback uses every temperature.
+    assert ran["condition_on_previous_text"] is False and len(ran["temperatures"]) == 6 and ran["batch_size"] == 8
     asked = json.loads(rows.loc["notes.mp3", "options"])  # never reached the model: what was asked for
     assert asked["condition_on_previous_text"] is True and len(asked["temperatures"]) == 6
     # Output options, on every row.

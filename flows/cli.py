@@ -1,13 +1,25 @@
-"""`batchscribe run INPUT... --output DIR`: transcribe a batch from the command line."""
+"""The `batchscribe` command: run, rerun and inspect batches, and manage the local Prefect server.
+
+It lives beside the flows it runs (`batchscribe run INPUT... --output DIR` calls `flows.transcribe_batch`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Any
+from typing import Any, get_args
 
-from batchscribe.options import ALL_FORMATS, BatchRequest, TranscribeOptions
+from batchscribe.options import (
+    ALL_FORMATS,
+    BatchRequest,
+    DeviceName,
+    EngineName,
+    LayoutName,
+    TaskName,
+    TranscribeOptions,
+)
+from batchscribe.server import OFFLINE_ENV
 
 # The CLI's defaults are the options' own (one definition, in batchscribe.options).
 _DEFAULTS = TranscribeOptions()
@@ -22,8 +34,7 @@ EXIT_USAGE = 2
 
 # Offline and quiet by default; every one can be overridden from the environment.
 PREFECT_DEFAULTS = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
+    **OFFLINE_ENV,
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "PREFECT_LOGGING_LEVEL": "WARNING",
 }
@@ -47,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.model,
         help=f"tiny ... large-v3, turbo, or a local path (default: {_DEFAULTS.model}, offline)",
     )
-    run.add_argument("--engine", default=_DEFAULTS.engine, choices=["auto", "faster-whisper", "openai-whisper"])
-    run.add_argument("--device", default=_DEFAULTS.device, choices=["auto", "cpu", "cuda"])
+    run.add_argument("--engine", default=_DEFAULTS.engine, choices=get_args(EngineName))
+    run.add_argument("--device", default=_DEFAULTS.device, choices=get_args(DeviceName))
     run.add_argument(
         "--compute-type",
         default=_DEFAULTS.compute_type,
@@ -57,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--language", default=_DEFAULTS.language, help="language code such as en, or auto to detect per file"
     )
-    run.add_argument("--task", default=_DEFAULTS.task, choices=["transcribe", "translate"])
+    run.add_argument("--task", default=_DEFAULTS.task, choices=get_args(TaskName))
     run.add_argument("-f", "--formats", default="all", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
     run.add_argument("--beam-size", type=int, default=_DEFAULTS.beam_size)
     run.add_argument("--temperature", type=float, default=_DEFAULTS.temperatures[0], help="first decoding temperature")
@@ -74,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--layout",
         default="mirror",
-        choices=["mirror", "sidecar"],
+        choices=get_args(LayoutName),
         help="mirror: DIR/a/talk.mp4.srt (default); sidecar: DIR/a/talk.en.srt, where media players look",
     )
     run.add_argument("--no-vad", dest="vad_filter", action="store_false", help="do not skip silence (faster-whisper)")
@@ -121,12 +132,12 @@ def _add_rerun_parser(sub: Any) -> None:
     )
     for flag in ("--model", "--compute-type", "--language", "--initial-prompt", "--cache-dir"):
         rerun.add_argument(flag)
-    rerun.add_argument("--engine", choices=["auto", "faster-whisper", "openai-whisper"])
-    rerun.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    rerun.add_argument("--engine", choices=get_args(EngineName))
+    rerun.add_argument("--device", choices=get_args(DeviceName))
     for flag in ("--beam-size", "--batch-size", "--max-line-width", "--max-line-count", "--workers"):
         rerun.add_argument(flag, type=int)
     rerun.add_argument("-f", "--formats", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
-    rerun.add_argument("--layout", choices=["mirror", "sidecar"])
+    rerun.add_argument("--layout", choices=get_args(LayoutName))
     rerun.add_argument("--no-progress", action="store_true", default=False)
     rerun.add_argument("-v", "--verbose", action="store_true", default=False)
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from batchscribe.cli import build_parser, parse_size, request_from_args
 from batchscribe.options import BatchRequest, TranscribeOptions
+from flows.cli import build_parser, parse_size, request_from_args
 from tasks.manifest import read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
-CLI = [sys.executable, "-m", "batchscribe.cli"]
+CLI = [sys.executable, "-m", "flows.cli"]
 
 
 def test_cli_defaults_are_the_options_defaults() -> None:
