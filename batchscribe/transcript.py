@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 FRAMES_PER_SECOND = 100  # mel frames per second: openai-whisper's hop of 160 samples at 16 kHz
@@ -117,6 +117,3 @@ class Transcript:
             "language_probability": self.language_probability,
             "duration": self.duration_s,
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

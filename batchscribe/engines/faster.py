@@ -44,8 +44,6 @@ def cpu_threads() -> int:
 
 
 class FasterWhisperEngine(Engine):
-    name = "faster-whisper"
-
     def __init__(self, options: TranscribeOptions, cache_dir: Path) -> None:
         super().__init__(options)
         from faster_whisper import WhisperModel

@@ -17,8 +17,6 @@ logger = logging.getLogger(__name__)
 
 
 class OpenAIWhisperEngine(Engine):
-    name = "openai-whisper"
-
     def __init__(self, options: TranscribeOptions, cache_dir: Path) -> None:
         super().__init__(options)
         import whisper
