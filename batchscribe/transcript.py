@@ -12,6 +12,7 @@ class Word:
     end_s: float
     word: str  # as the model emits it, with its leading space
     probability: float
+    speaker: str | None = None  # SPEAKER_00 ... when diarized
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,16 @@ class Segment:
     compression_ratio: float = 0.0
     no_speech_prob: float = 0.0
     words: tuple[Word, ...] = ()
+    speaker: str | None = None  # SPEAKER_00 ... when diarized
+
+
+@dataclass(frozen=True)
+class SpeakerTurn:
+    """One stretch of one speaker's speech, from diarization."""
+
+    start_s: float
+    end_s: float
+    speaker: str  # SPEAKER_00, SPEAKER_01, ... numbered in order of first speech
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class Transcript:
     language_probability: float
     duration_s: float  # audio duration the engine saw
     segments: tuple[Segment, ...] = field(default_factory=tuple)
+    speaker_turns: tuple[SpeakerTurn, ...] | None = None  # None: not diarized; () diarized, nobody spoke
 
     @property
     def text(self) -> str:
@@ -64,9 +76,12 @@ class Transcript:
                         "start": round(w.start_s, 3),
                         "end": round(w.end_s, 3),
                         "probability": w.probability,
+                        **({"speaker": w.speaker} if w.speaker is not None else {}),
                     }
                     for w in s.words
                 ]
+            if s.speaker is not None:  # WhisperX's convention
+                d["speaker"] = s.speaker
             segments.append(d)
         return {
             "text": self.text,

@@ -52,6 +52,10 @@ COLUMNS: dict[str, str] = {
     "wall_s": "Float64",  # decode_s + transcribe_s
     "realtime_factor": "Float64",  # x realtime: audio seconds per wall second (higher is faster)
     "attempts": "Int64",  # task runs it took, retries included
+    # Speaker diarization (`--diarize`); NULL without it, or when it failed (see `warning`).
+    "speakers": "Int64",  # how many speakers were found (0: no speech)
+    "diarize_s": "Float64",  # diarization time
+    "rttm_path": "string",
 }
 KEY = "relative_path"
 
