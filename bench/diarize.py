@@ -87,6 +87,8 @@ def batch_ratio(work: Path) -> dict:
         t0 = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
         walls[label] = time.perf_counter() - t0
+    srt = (work / "with" / "meeting0.wav.srt").read_text(encoding="utf-8")
+    print("labelled SRT excerpt (meeting0.wav):\n" + "\n".join(srt.splitlines()[:16]), flush=True)
     row = {
         "files": len(BATCH),
         "audio_s": round(audio_s, 1),
