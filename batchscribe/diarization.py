@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from batchscribe.malloc import release_free_memory
 from batchscribe.options import DEFAULT_MAX_SPEAKERS as MAX_SPEAKERS
 from batchscribe.options import MERGE_COSINE
 from batchscribe.transcript import Segment, SpeakerTurn, Transcript, Word
@@ -123,6 +124,7 @@ def _diarize_windows(
             oracle = num_speakers if single else None
             labels = _cluster(embeddings, oracle, min_speakers if single else 1, max_speakers, merge_cosine)
             pieces.append((subsegments + offset / SAMPLE_RATE, embeddings, labels))
+            release_free_memory()  # each window's ~100 MB of features would otherwise stay in glibc's heap
     if not pieces:
         return []
     labels = _join_windows(pieces, min_speakers, max_speakers, merge_cosine)
