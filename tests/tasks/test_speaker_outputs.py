@@ -103,3 +103,15 @@ def test_rttm_is_added_only_when_diarizing() -> None:
         BatchRequest(inputs=["a.mp3"], output="out", outputs=OutputOptions(formats=("rttm",)))
     with pytest.raises(ValueError, match="min_speakers"):
         DiarizeOptions(min_speakers=4, max_speakers=2)
+
+
+def test_the_ui_form_shows_the_diarization_options() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.transcribe_batch import transcribe_batch
+
+    definitions = parameter_schema(transcribe_batch).model_dump()["definitions"]
+    fields = definitions["DiarizeOptions"]["properties"]
+    assert {"enabled", "num_speakers", "min_speakers", "max_speakers", "merge_threshold"} <= set(fields)
+    assert fields["enabled"]["default"] is False and fields["merge_threshold"]["default"] == 0.8
+    assert all(field.get("description") for field in fields.values())
