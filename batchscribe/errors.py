@@ -10,6 +10,8 @@ module names or message text.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 STATUS_OK = "ok"
@@ -81,3 +83,27 @@ def row_error(error: BaseException) -> dict[str, str]:
     if isinstance(error, BatchscribeError):
         return {"status": error.status, "error": str(error)}
     return {"status": STATUS_FAILED, "error": f"{type(error).__name__}: {error}"}
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A GPU (or host) allocation failure, as CTranslate2 and PyTorch word it."""
+    return "out of memory" in str(error).lower()
+
+
+def is_gpu_failure(error: BaseException) -> bool:
+    """An out-of-memory or a failed CUDA call, as CTranslate2 and PyTorch word them."""
+    text = str(error).lower()
+    return is_out_of_memory(error) or "cuda error" in text or "cuda failed" in text or "cublas" in text
+
+
+@contextmanager
+def gpu_errors() -> Iterator[None]:
+    """Translate the engines' GPU failures (plain RuntimeErrors) into `GpuError`, which the task retries."""
+    try:
+        yield
+    except GpuError:
+        raise
+    except Exception as error:
+        if is_gpu_failure(error):
+            raise GpuError(f"GPU failure: {error}") from error
+        raise

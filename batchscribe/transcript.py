@@ -15,6 +15,7 @@ class Word:
     end_s: float
     word: str  # as the model emits it, with its leading space
     probability: float
+    speaker: str | None = None  # SPEAKER_00 ... when diarized
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Segment:
     no_speech_prob: float = 0.0
     words: tuple[Word, ...] = ()
     seek: int | None = None  # start of the 30-s window it was decoded from, in mel frames; None: unknown
+    speaker: str | None = None  # SPEAKER_00 ... when diarized
 
     def window_seek(self) -> int:
         """`seek` as openai-whisper writes it; when the engine did not say, the 30-s window of a fixed grid
@@ -40,6 +42,15 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class SpeakerTurn:
+    """One stretch of one speaker's speech, from diarization."""
+
+    start_s: float
+    end_s: float
+    speaker: str  # SPEAKER_00, SPEAKER_01, ... numbered in order of first speech
+
+
+@dataclass(frozen=True)
 class Transcript:
     """What one engine produced for one audio file."""
 
@@ -47,6 +58,7 @@ class Transcript:
     language_probability: float
     duration_s: float  # audio duration the engine saw
     segments: tuple[Segment, ...] = field(default_factory=tuple)
+    speaker_turns: tuple[SpeakerTurn, ...] | None = None  # None: not diarized; () diarized, nobody spoke
 
     @property
     def text(self) -> str:
@@ -106,9 +118,12 @@ class Transcript:
                         "start": round(w.start_s, 3),
                         "end": round(w.end_s, 3),
                         "probability": w.probability,
+                        **({"speaker": w.speaker} if w.speaker is not None else {}),
                     }
                     for w in s.words
                 ]
+            if s.speaker is not None:  # WhisperX's convention
+                d["speaker"] = s.speaker
             segments.append(d)
         return {
             "text": self.text,

@@ -12,8 +12,10 @@ from typing import Any, get_args
 
 from batchscribe.options import (
     ALL_FORMATS,
+    SPEAKER_FORMATS,
     BatchRequest,
     DeviceName,
+    DiarizeOptions,
     EngineName,
     LayoutName,
     TaskName,
@@ -69,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--language", default=_DEFAULTS.language, help="language code such as en, or auto to detect per file"
     )
     run.add_argument("--task", default=_DEFAULTS.task, choices=get_args(TaskName))
-    run.add_argument("-f", "--formats", default="all", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
+    run.add_argument(
+        "-f",
+        "--formats",
+        default="all",
+        help=f"comma-separated from {','.join(ALL_FORMATS + SPEAKER_FORMATS)}, or all (rttm too with --diarize)",
+    )
     run.add_argument("--beam-size", type=int, default=_DEFAULTS.beam_size)
     run.add_argument("--temperature", type=float, default=_DEFAULTS.temperatures[0], help="first decoding temperature")
     run.add_argument(
@@ -95,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.batch_size,
         help=f"faster-whisper batched inference (0: sequential; default: {_DEFAULTS.batch_size})",
     )
+    run.add_argument(
+        "--diarize", action="store_true", help="label speakers in every output (senko, offline); writes .rttm too"
+    )
+    for flag, meaning in (("--num-speakers", "exactly"), ("--min-speakers", "at least"), ("--max-speakers", "at most")):
+        run.add_argument(flag, type=int, default=None, metavar="N", help=f"{meaning} N speakers (implies --diarize)")
     run.add_argument("--cache-dir", default=None, help="default: $BATCHSCRIBE_CACHE_DIR or ~/.cache/batchscribe")
     run.add_argument(
         "--workers",
@@ -166,7 +178,10 @@ def temperatures(start: float, increment: float) -> tuple[float, ...]:
 def request_from_args(args: argparse.Namespace) -> BatchRequest:
     from batchscribe.options import OutputOptions
 
-    formats = ALL_FORMATS if args.formats == "all" else tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    # "all" leaves the default, which gains rttm when diarizing (BatchRequest).
+    formats = {} if args.formats == "all" else {"formats": tuple(f.strip() for f in args.formats.split(",") if f)}
+    counts = {"num_speakers": args.num_speakers, "min_speakers": args.min_speakers, "max_speakers": args.max_speakers}
+    counts = {name: value for name, value in counts.items() if value is not None}
     return BatchRequest(
         inputs=args.inputs,
         input_lists=args.input_list,
@@ -189,8 +204,9 @@ def request_from_args(args: argparse.Namespace) -> BatchRequest:
             batch_size=args.batch_size,
         ),
         outputs=OutputOptions(
-            formats=formats, max_line_width=args.max_line_width, max_line_count=args.max_line_count, layout=args.layout
+            **formats, max_line_width=args.max_line_width, max_line_count=args.max_line_count, layout=args.layout
         ),
+        diarize=DiarizeOptions(enabled=args.diarize or bool(counts), **counts),
     )
 
 

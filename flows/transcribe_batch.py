@@ -16,13 +16,15 @@ from prefect.states import State
 
 from batchscribe import progress, storage, urls
 from batchscribe.audio import AudioFile
+from batchscribe.diarization import assign_speakers
 from batchscribe.errors import STATUS_FAILED, STATUS_OK, row_error
 from batchscribe.inputs import read_input_list, resolve_inputs
 from batchscribe.locks import locked_cache_policy
 from batchscribe.malloc import limit_malloc_arenas
 from batchscribe.media import InputItem, StagedFile
-from batchscribe.options import BatchRequest, TranscribeOptions
+from batchscribe.options import SPEAKER_FORMATS, BatchRequest, TranscribeOptions
 from tasks.audio import audio_cache_key, extract_audio
+from tasks.diarize import DiarizeResult, diarize_audio, diarize_cache_key
 from tasks.fetch import stage_input
 from tasks.manifest import (
     KEY,
@@ -90,6 +92,11 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
             result_storage=results, cache_policy=locked_cache_policy(transcribe_cache_key, cache_dir)
         ),
         full_names=sidecar_full_names(request, keys, output_root),
+        diarize=diarize_audio.with_options(
+            result_storage=results, cache_policy=locked_cache_policy(diarize_cache_key, cache_dir)
+        )
+        if request.diarize.enabled
+        else None,
     )
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     rows: list[dict[str, Any]] = []
@@ -147,6 +154,7 @@ class FilePipeline:
     extract: Task
     transcribe: Task
     full_names: frozenset[str] = frozenset()  # sidecar layout: inputs that keep their full name (collisions)
+    diarize: Task | None = None  # None: no speaker labels
 
     def run(self, item: InputItem) -> dict[str, Any]:
         """The manifest row for `item`."""
@@ -188,19 +196,27 @@ class FilePipeline:
         audio: AudioFile = state.result()
         row.update(duration_s=audio.duration_s, decode_s=audio.decode_s, warning=audio.warning)
 
+        # Before transcription, which removes the decoded audio; the model meanwhile works on other files.
+        diarized, diarize_warning = self._diarize(staged, audio)
+
         state = self.transcribe(staged, audio, options, cache_dir, row["started_at"], return_state=True)
         if not state.is_completed():
             return _failed(row, state)
         result: TranscribeResult = state.result()
+        transcript = result.transcript
+        if diarized is not None:
+            transcript = assign_speakers(transcript, diarized.turns)
+            row.update(speakers=diarized.speakers, diarize_s=diarized.diarize_s)
 
+        formats = tuple(f for f in request.outputs.formats if diarized or f not in SPEAKER_FORMATS)  # turns or none
+        outputs = request.outputs.model_copy(update={"formats": formats})
         full_name = item.relative_path in self.full_names
         state = export_subtitles(
-            result.transcript, item.relative_path, self.output_root, request.outputs, request.storage_options,
-            full_name, return_state=True,
+            transcript, item.relative_path, self.output_root, outputs, request.storage_options, full_name,
+            return_state=True,
         )  # fmt: skip
         if not state.is_completed():
             return _failed(row, state)
-        transcript = result.transcript
         # The producing run's times (cached with the transcript): a cached re-run reports no cache read as speed.
         started_at = result.file_started_at or result.started_at
         wall_s = (result.finished_at - started_at).total_seconds()
@@ -223,10 +239,23 @@ class FilePipeline:
             wall_s=wall_s,
             realtime_factor=audio.duration_s / wall_s if wall_s > 0 else None,
             attempts=max(result.attempts, staged.attempts),
-            warning="; ".join(w for w in (audio.warning, result.warning, full_name and layout_warning) if w) or None,
+            warning="; ".join(
+                w for w in (audio.warning, result.warning, diarize_warning, full_name and layout_warning) if w
+            )
+            or None,
             **{f"{fmt}_path": relative_to_root(path, self.output_root) for fmt, path in state.result().items()},
         )
         return row
+
+    def _diarize(self, staged: StagedFile, audio: AudioFile) -> tuple[DiarizeResult | None, str]:
+        """The file's speaker turns, or None and a warning saying why not: a failure here fails only this stage."""
+        if self.diarize is None:
+            return None, ""
+        state = self.diarize(staged, audio, self.request.diarize, self.cache_dir, return_state=True)
+        if state.is_completed():
+            return state.result(), ""
+        error = _error_columns(state.result(raise_on_failure=False))["error"]
+        return None, f"diarization failed, transcript written without speakers: {error}"
 
 
 def _failed(row: dict[str, Any], state: State) -> dict[str, Any]:

@@ -55,8 +55,12 @@ COLUMNS: dict[str, str] = {
     "attempts": "Int64",  # task runs it took, retries included
     "windows": "Int64",  # speech windows the model decoded (0: the engine cuts none of its own)
     "redecoded_windows": "Int64",  # windows whose decode failed Whisper's checks and were decoded again alone
+    # Speaker diarization (`--diarize`); NULL without it, or when it failed (see `warning`).
+    "speakers": "Int64",  # how many speakers were found (0: no speech)
+    "diarize_s": "Float64",  # diarization time
+    "rttm_path": "string",
 }
-PATH_COLUMNS = tuple(f"{fmt}_path" for fmt in ALL_FORMATS)
+PATH_COLUMNS = tuple(n for n in COLUMNS if n.endswith("_path") and n != "relative_path")  # every output file
 KEY = "relative_path"
 
 

@@ -1,8 +1,11 @@
-"""Export: write a transcript as txt, vtt, srt, tsv and json files that mirror the input's path.
+"""Export: write a transcript as txt, vtt, srt, tsv, json (and rttm) files that mirror the input's path.
 
 The writers follow openai-whisper's `whisper/utils.py`, over our typed `Transcript`: a base `ResultWriter`
 owns one `write_result` per format, SRT and VTT share a subtitles base, and `WRITERS` maps format names to
 writers. Everything except `export_subtitles` works without a Prefect server.
+
+A diarized transcript's speakers show as `<v SPEAKER_00>` voice spans in VTT (the W3C way), a
+`[SPEAKER_00]: ` prefix in SRT and TXT, `speaker` keys in JSON (WhisperX's way), and its turns as NIST RTTM.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import re
 import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, TextIO
 
 from prefect import task
@@ -36,6 +39,7 @@ class Cue:
     start_s: float
     end_s: float
     text: str  # one or more lines joined by "\n", never empty, never containing "-->"
+    speaker: str | None = None  # SPEAKER_00 ... when diarized
 
 
 def format_timestamp(seconds: float, *, always_include_hours: bool = False, decimal_marker: str = ".") -> str:
@@ -67,9 +71,10 @@ def layout_cues(
     cues: list[Cue] = []
     for segment in transcript.segments:
         if segment.words and (max_line_width or max_line_count):
-            cues += _word_cues(segment.words, max_line_width, max_line_count)
+            layout = _word_cues(segment.words, max_line_width, max_line_count)
         else:
-            cues += _segment_cues(segment, max_line_width, max_line_count)
+            layout = _segment_cues(segment, max_line_width, max_line_count)
+        cues += [replace(cue, speaker=segment.speaker) for cue in layout] if segment.speaker else layout
     return [cue for cue in cues if cue.text]
 
 
@@ -132,10 +137,18 @@ def _segment_cues(segment: Segment, width: int | None, count: int | None) -> lis
     return cues
 
 
+def speaker_prefix(speaker: str | None) -> str:
+    """`[SPEAKER_00]: ` for SRT and TXT lines; nothing when not diarized."""
+    return f"[{speaker}]: " if speaker else ""
+
+
 class ResultWriter:
     """Writes one format; subclasses set `extension` and override `write_result`."""
 
     extension: ClassVar[str]
+
+    def __init__(self, file_id: str = "audio") -> None:
+        self.file_id = file_id  # names the recording inside formats that carry one (RTTM)
 
     def write_result(self, transcript: Transcript, file: TextIO, options: OutputOptions) -> None:
         raise NotImplementedError
@@ -147,7 +160,7 @@ class WriteTXT(ResultWriter):
     def write_result(self, transcript: Transcript, file: TextIO, options: OutputOptions) -> None:
         for segment in transcript.segments:
             if text := segment.text.strip():
-                print(text, file=file)
+                print(speaker_prefix(segment.speaker) + text, file=file)
 
 
 class SubtitlesWriter(ResultWriter):
@@ -158,6 +171,7 @@ class SubtitlesWriter(ResultWriter):
     header: ClassVar[str] = ""
     numbered: ClassVar[bool] = False
     escape_html: ClassVar[bool] = False  # WebVTT cue text must escape &, < and >
+    voice_spans: ClassVar[bool] = False  # WebVTT names a cue's speaker in a <v> span; SRT prefixes it
 
     def format_timestamp(self, seconds: float) -> str:
         return format_timestamp(
@@ -171,6 +185,8 @@ class SubtitlesWriter(ResultWriter):
             text = cue.text
             if self.escape_html:
                 text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            if cue.speaker:
+                text = f"<v {cue.speaker}>{text}" if self.voice_spans else speaker_prefix(cue.speaker) + text
             if self.numbered:
                 print(number, file=file)
             print(f"{self.format_timestamp(cue.start_s)} --> {self.format_timestamp(cue.end_s)}", file=file)
@@ -183,6 +199,7 @@ class WriteVTT(SubtitlesWriter):
     decimal_marker = "."
     header = "WEBVTT\n\n"
     escape_html = True
+    voice_spans = True
 
 
 class WriteSRT(SubtitlesWriter):
@@ -212,13 +229,31 @@ class WriteJSON(ResultWriter):
         json.dump(transcript.to_whisper_dict(), file, ensure_ascii=False)
 
 
+class WriteRTTM(ResultWriter):
+    """NIST RTTM, one SPEAKER line per diarized turn (what pyannote and md-eval score); empty if not diarized."""
+
+    extension = "rttm"
+
+    def write_result(self, transcript: Transcript, file: TextIO, options: OutputOptions) -> None:
+        for turn in transcript.speaker_turns or ():
+            start_s, duration_s = max(turn.start_s, 0.0), max(turn.end_s - turn.start_s, 0.0)
+            fields = ("SPEAKER", self.file_id, "1", f"{start_s:.3f}", f"{duration_s:.3f}", "<NA>", "<NA>")
+            print(*fields, turn.speaker, "<NA>", "<NA>", file=file)
+
+
 WRITERS: dict[FormatName, type[ResultWriter]] = {
     "txt": WriteTXT,
     "vtt": WriteVTT,
     "srt": WriteSRT,
     "tsv": WriteTSV,
     "json": WriteJSON,
+    "rttm": WriteRTTM,
 }
+
+
+def rttm_file_id(relative_path: str) -> str:
+    """The input's file name as an RTTM recording id: RTTM fields are space-separated, so no whitespace."""
+    return re.sub(r"\s+", "_", relative_path.replace("\\", "/").rsplit("/", 1)[-1]) or "audio"
 
 
 def _safe_parts(relative_path: str) -> list[str]:
@@ -343,7 +378,7 @@ def write_outputs(
     )
     for fmt, path in paths.items():
         buffer = io.StringIO()
-        WRITERS[fmt]().write_result(transcript, buffer, options)
+        WRITERS[fmt](file_id=rttm_file_id(relative_path)).write_result(transcript, buffer, options)
         _write_text_atomic(path, buffer.getvalue(), storage_options)
     return paths
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from batchscribe.errors import GpuError
+from batchscribe.errors import gpu_errors
 from batchscribe.options import TranscribeOptions
 from batchscribe.transcript import Transcript
 
@@ -55,27 +53,3 @@ class Engine(abc.ABC):
     def effective_options(self, options: TranscribeOptions) -> TranscribeOptions:
         """`options` as this engine really runs them (an engine that ignores an option says so here)."""
         return options
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """A GPU (or host) allocation failure, as CTranslate2 and PyTorch word it."""
-    return "out of memory" in str(error).lower()
-
-
-def is_gpu_failure(error: BaseException) -> bool:
-    """An out-of-memory or a failed CUDA call, as CTranslate2 and PyTorch word them."""
-    text = str(error).lower()
-    return is_out_of_memory(error) or "cuda error" in text or "cuda failed" in text or "cublas" in text
-
-
-@contextmanager
-def gpu_errors() -> Iterator[None]:
-    """Translate the engines' GPU failures (plain RuntimeErrors) into `GpuError`, which the task retries."""
-    try:
-        yield
-    except GpuError:
-        raise
-    except Exception as error:
-        if is_gpu_failure(error):
-            raise GpuError(f"GPU failure: {error}") from error
-        raise

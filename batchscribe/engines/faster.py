@@ -21,7 +21,8 @@ import numpy as np
 from batchscribe import weights
 from batchscribe.audio import SAMPLE_RATE
 from batchscribe.decoding import BatchDecoder, RowResult
-from batchscribe.engines.base import Engine, FileTranscription, gpu_errors
+from batchscribe.engines.base import Engine, FileTranscription
+from batchscribe.errors import gpu_errors
 from batchscribe.longform import pcm_windows
 from batchscribe.options import TranscribeOptions
 from batchscribe.scheduler import FileJob, WindowScheduler

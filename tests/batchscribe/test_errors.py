@@ -2,7 +2,6 @@ import inspect
 
 import pytest
 
-from batchscribe.engines.base import gpu_errors
 from batchscribe.errors import (
     ContentNotFoundError,
     GpuError,
@@ -11,6 +10,7 @@ from batchscribe.errors import (
     MediaError,
     NoAudioError,
     UnavailableError,
+    gpu_errors,
     is_transient,
     row_error,
 )

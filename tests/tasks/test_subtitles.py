@@ -175,7 +175,7 @@ def test_txt_one_line_per_nonempty_segment():
 
 
 def test_writers_cover_every_format():
-    assert set(WRITERS) == set(ALL_FORMATS)
+    assert set(WRITERS) == set(ALL_FORMATS) | {"rttm"}
     assert all(WRITERS[fmt].extension == fmt for fmt in ALL_FORMATS)
     assert WriteSRT.write_result is WriteVTT.write_result  # one subtitles base, only attributes differ
 
