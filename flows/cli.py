@@ -219,9 +219,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"batchscribe: invalid option: {e}", file=sys.stderr)
         return EXIT_USAGE
 
+    from batchscribe.manifest import MANIFEST_CSV, MANIFEST_PARQUET
     from batchscribe.storage import join, output_root
     from flows.transcribe_batch import BatchFailed, transcribe_batch
-    from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET
 
     state = _run_flow(transcribe_batch, request, args)
     result = state.result(raise_on_failure=False)
@@ -336,8 +336,8 @@ def rerun(args: argparse.Namespace) -> int:
     """`batchscribe rerun OUT`: the rerun-failed flow over OUT's manifest, through the same server as `run`."""
     from pydantic import ValidationError
 
+    from batchscribe.manifest import KEY, read_manifest
     from flows.rerun_failed import rerun_failed, select_reruns
-    from tasks.manifest import KEY, read_manifest
 
     root = _manifest_root(args.output)
     manifest = read_manifest(args.output)
@@ -382,7 +382,7 @@ def _manifest_root(location: str) -> str:
 
 def status(args: argparse.Namespace) -> int:
     """`batchscribe status OUT`: read OUT's manifest (no server needed) and print what it holds."""
-    from tasks.manifest import read_manifest
+    from batchscribe.manifest import read_manifest
 
     manifest = read_manifest(args.output)
     if not len(manifest):

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from batchscribe import storage, urls
 from batchscribe.errors import STATUS_OK
 from batchscribe.inputs import resolve_inputs
+from batchscribe.manifest import KEY, artifact_records, read_manifest
 from batchscribe.media import InputItem
 from batchscribe.options import BatchRequest
 from flows.transcribe_batch import ARTIFACT_ROWS, all_inputs
-from tasks.manifest import KEY, artifact_records, read_manifest
 
 POLL_S = 5.0
 

@@ -10,10 +10,10 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from batchscribe.inputs import resolve_inputs
+from batchscribe.manifest import KEY, MANIFEST_PARQUET, read_manifest
 from batchscribe.options import BatchRequest, OutputOptions, TranscribeOptions
 from batchscribe.urls import is_url
 from flows.transcribe_batch import transcribe_batch
-from tasks.manifest import KEY, MANIFEST_PARQUET, read_manifest
 
 RowStatus = Literal["failed", "no_audio", "ok"]
 

@@ -21,12 +21,7 @@ from batchscribe.errors import STATUS_FAILED, STATUS_OK, row_error
 from batchscribe.inputs import read_input_list, resolve_inputs
 from batchscribe.locks import locked_cache_policy
 from batchscribe.malloc import limit_malloc_arenas
-from batchscribe.media import InputItem, StagedFile
-from batchscribe.options import SPEAKER_FORMATS, BatchRequest, TranscribeOptions
-from tasks.audio import audio_cache_key, extract_audio
-from tasks.diarize import DiarizeResult, diarize_audio, diarize_cache_key
-from tasks.fetch import stage_input
-from tasks.manifest import (
+from batchscribe.manifest import (
     KEY,
     ManifestWriter,
     artifact_records,
@@ -35,7 +30,13 @@ from tasks.manifest import (
     read_manifest,
     relative_to_root,
 )
-from tasks.subtitles import export_subtitles, sidecar_collisions
+from batchscribe.media import InputItem, StagedFile
+from batchscribe.options import SPEAKER_FORMATS, BatchRequest, TranscribeOptions
+from batchscribe.writers import sidecar_collisions
+from tasks.audio import audio_cache_key, extract_audio
+from tasks.diarize import DiarizeResult, diarize_audio, diarize_cache_key
+from tasks.fetch import stage_input
+from tasks.subtitles import export_subtitles
 from tasks.transcribe import TranscribeResult, transcribe_audio, transcribe_cache_key
 
 limit_malloc_arenas()  # at import, before the worker and event-loop threads allocate: see batchscribe/malloc.py

@@ -12,7 +12,7 @@ from whisper.utils import get_writer
 
 from batchscribe.options import OutputOptions
 from batchscribe.transcript import N_FRAMES, Segment, Transcript, Word
-from tasks.subtitles import write_outputs
+from batchscribe.writers import write_outputs
 
 SPOKEN = (
     (0.0, 4.0, " One small step for a man,"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.manifest import read_manifest
+from batchscribe.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("batchscribe_deploy", ROOT / "deployments" / "deploy.py")

@@ -25,9 +25,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
 
 from batchscribe.audio import ffmpeg_exe
+from batchscribe.manifest import MANIFEST_CSV, read_manifest
 from batchscribe.options import BatchRequest
 from flows.transcribe_batch import BatchFailed, transcribe_batch
-from tasks.manifest import MANIFEST_CSV, read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 ODD_NAMES = ("talk with spaces.mp3", "-dash 'single' \"double\" ünïcödé 说话.mp3", "-i.mp3")

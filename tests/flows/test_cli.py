@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from batchscribe.manifest import read_manifest
 from batchscribe.options import BatchRequest, TranscribeOptions
 from flows.cli import build_parser, parse_size, request_from_args
-from tasks.manifest import read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 CLI = [sys.executable, "-m", "flows.cli"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.manifest import MANIFEST_PARQUET, read_manifest
+from batchscribe.manifest import MANIFEST_PARQUET, read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 CLIPS = ("en.wav", "en2.mp3", "es.mp3", "fr.mp3", "de.mp3")

@@ -13,9 +13,9 @@ import webvtt
 
 from batchscribe import diarization
 from batchscribe.audio import ffmpeg_exe
+from batchscribe.manifest import absolute_paths, read_manifest
 from batchscribe.options import BatchRequest, DiarizeOptions, OutputOptions
 from flows.transcribe_batch import transcribe_batch
-from tasks.manifest import absolute_paths, read_manifest
 from tests import voices
 
 pytestmark = pytest.mark.skipif(

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from batchscribe.engines.faster import FasterWhisperEngine
+from batchscribe.manifest import read_manifest
 from batchscribe.options import BatchRequest
 from flows.rerun_failed import RerunRequest, rerun_failed, select_reruns
 from flows.transcribe_batch import transcribe_batch
-from tasks.manifest import read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 
@@ -64,7 +64,7 @@ def test_rerun_failed_redoes_only_the_fixed_file(prefect_server, cache_dir, tmp_
 
 
 def test_select_reruns_statuses_and_extra_inputs(tmp_path) -> None:
-    from tasks.manifest import normalize
+    from batchscribe.manifest import normalize
 
     new = tmp_path / "new.mp3"
     new.write_bytes(b"x")

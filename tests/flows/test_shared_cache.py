@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.manifest import read_manifest
+from batchscribe.manifest import read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 CLIPS = ("en.wav", "es.mp3")

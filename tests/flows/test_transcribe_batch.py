@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from batchscribe.engines.faster import FasterWhisperEngine
+from batchscribe.manifest import COLUMNS, read_manifest
 from batchscribe.options import BatchRequest, OutputOptions
 from flows.transcribe_batch import BatchFailed, transcribe_batch
 from tasks import audio as audio_module
-from tasks.manifest import COLUMNS, read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -149,7 +149,7 @@ def test_rows_say_what_ran_how_long_it_took_and_where_the_sidecars_are(prefect_s
     import duckdb
     import webvtt
 
-    from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET, absolute_paths
+    from batchscribe.manifest import MANIFEST_CSV, MANIFEST_PARQUET, absolute_paths
 
     inbox = tmp_path / "inbox"
     (inbox / "apollo").mkdir(parents=True)

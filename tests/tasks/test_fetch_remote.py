@@ -14,8 +14,8 @@ from batchscribe import storage
 from batchscribe.downloads import stage_remote
 from batchscribe.errors import InputError, is_transient
 from batchscribe.inputs import resolve_inputs
+from batchscribe.manifest import MANIFEST_CSV, MANIFEST_PARQUET, absolute_paths, read_manifest, write_manifest
 from batchscribe.media import InputItem
-from tasks.manifest import MANIFEST_CSV, MANIFEST_PARQUET, absolute_paths, read_manifest, write_manifest
 from tests.http_fixtures import RangeHandler as _Handler
 from tests.http_fixtures import serve_folder
 from tests.ipfs_fixtures import Dag, TrustlessGateway

@@ -12,7 +12,7 @@ from batchscribe.audio import ffmpeg_exe
 from batchscribe.diarization import assign_speakers
 from batchscribe.options import ALL_FORMATS, SPEAKER_FORMATS, BatchRequest, DiarizeOptions, OutputOptions
 from batchscribe.transcript import Segment, SpeakerTurn, Transcript, Word
-from tasks.subtitles import write_outputs
+from batchscribe.writers import write_outputs
 
 TURNS = (
     SpeakerTurn(0.0, 3.0, "SPEAKER_00"),

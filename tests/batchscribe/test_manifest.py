@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.manifest import COLUMNS, MANIFEST_CSV, MANIFEST_PARQUET, merge_rows, read_manifest, write_manifest
+from batchscribe.manifest import COLUMNS, MANIFEST_CSV, MANIFEST_PARQUET, merge_rows, read_manifest, write_manifest
 
 
 def test_empty_manifest_has_every_column(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_write_is_atomic_and_round_trips(tmp_path: Path) -> None:
 
 
 def _writer(root: str, prefix: str, n: int) -> None:
-    from tasks.manifest import ManifestWriter
+    from batchscribe.manifest import ManifestWriter
 
     # One batch flushes after every row, the other buffers rows between flushes (what the flow does).
     with ManifestWriter(root, min_interval_s=0.0 if prefix == "a" else 0.02, cost_factor=0.0) as writer:
@@ -71,7 +71,7 @@ def _writer(root: str, prefix: str, n: int) -> None:
 
 
 def test_writer_flushes_the_first_row_at_once_then_batches_and_loses_nothing(tmp_path: Path) -> None:
-    from tasks.manifest import ManifestWriter
+    from batchscribe.manifest import ManifestWriter
 
     with ManifestWriter(tmp_path, min_interval_s=3600) as writer:
         assert writer.add({"relative_path": "a.mp3", "status": "ok"})  # the first row is on disk at once
@@ -153,7 +153,7 @@ def test_duckdb_reads_both_files_alike(tmp_path: Path) -> None:
 
 
 def test_output_paths_are_relative_to_the_manifest_and_absolute_paths_joins_them(tmp_path: Path) -> None:
-    from tasks.manifest import absolute_paths
+    from batchscribe.manifest import absolute_paths
 
     write_manifest(merge_rows(read_manifest(tmp_path), _rows()), tmp_path)
     moved = tmp_path / "copied"

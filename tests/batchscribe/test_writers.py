@@ -11,21 +11,12 @@ import subprocess
 import imageio_ffmpeg
 import pytest
 
+from batchscribe import atomic
+from batchscribe.cues import format_timestamp, layout_cues
 from batchscribe.options import ALL_FORMATS, OutputOptions
 from batchscribe.transcript import Segment, Transcript, Word
-from tasks import subtitles
-from tasks.subtitles import (
-    WRITERS,
-    WriteSRT,
-    WriteTSV,
-    WriteVTT,
-    export_subtitles,
-    format_timestamp,
-    layout_cues,
-    output_paths,
-    sidecar_collisions,
-    write_outputs,
-)
+from batchscribe.writers import WRITERS, WriteSRT, WriteTSV, WriteVTT, output_paths, sidecar_collisions, write_outputs
+from tasks.subtitles import export_subtitles
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 HOUR_S = 3600.0
@@ -324,7 +315,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(subtitles.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_outputs(WORDED, "talk.mp3", root, OutputOptions(formats=("srt",)))
     assert os.listdir(tmp_path) == ["talk.mp3.srt"]
