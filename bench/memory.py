@@ -51,14 +51,13 @@ def write_long_pcm(dest: Path, hours: float) -> float:
 
 def child(pcm: str, cache_dir: str) -> dict:
     from batchscribe.engines import load_engine
-    from batchscribe.longform import transcribe_pcm
     from batchscribe.options import TranscribeOptions
 
     options = TranscribeOptions(device="cpu").resolved()
     engine = load_engine(options, Path(cache_dir))
     started = time.perf_counter()
-    transcript = transcribe_pcm(engine, pcm, options)
-    return {"wall_s": time.perf_counter() - started, "segments": len(transcript.segments)}
+    result = engine.transcribe_file(Path(pcm), options)  # the transcribe task's own path: streamed windows
+    return {"wall_s": time.perf_counter() - started, "segments": len(result.transcript.segments)}
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from batchscribe.manifest import (
 )
 from batchscribe.media import InputItem, StagedFile
 from batchscribe.options import SPEAKER_FORMATS, BatchRequest, TranscribeOptions
+from batchscribe.transcript import Transcript
 from batchscribe.writers import sidecar_collisions
 from tasks.audio import audio_cache_key, extract_audio
 from tasks.diarize import DiarizeResult, diarize_audio, diarize_cache_key
@@ -58,14 +59,13 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     """Transcribe every input of `request` and return this batch's manifest rows.
 
     `request.max_workers` files are in flight at once, each carried through stage -> extract ->
-    transcribe -> export by one worker thread; the model runs one file at a time while the others fetch
-    and decode. Each file ends as one manifest row (`<output>/manifest.parquet` and `.csv`, merged in
-    atomically as files finish: see ManifestWriter). The run ends Failed, after everything that could
-    finish has, when any file did not end ok.
+    transcribe -> export by one worker thread; their speech windows share the model's batches (the
+    window scheduler, `batchscribe.scheduler`). Each file ends as one manifest row
+    (`<output>/manifest.parquet` and `.csv`, merged in atomically as files finish: see ManifestWriter).
+    The run ends Failed, after everything that could finish has, when any file did not end ok.
     """
     logger = get_run_logger()
     options = request.transcribe.resolved()
-    cache_dir = request.cache_path()
     output_root = storage.output_root(request.output)
     items = resolve_inputs(all_inputs(request), request.relative_paths, request.storage_options)
     logger.info(
@@ -78,27 +78,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     )
 
     progress.batch_started(len(items))
-    results = cache_dir / "results"
-    keys = [item.relative_path for item in items]
-    # One worker at a time per cache key, across processes sharing the cache (the others wait, then hit).
-    pipeline = FilePipeline(
-        request,
-        options,
-        output_root,
-        str(cache_dir),
-        extract=extract_audio.with_options(
-            result_storage=results, cache_policy=locked_cache_policy(audio_cache_key, cache_dir)
-        ),
-        transcribe=transcribe_audio.with_options(
-            result_storage=results, cache_policy=locked_cache_policy(transcribe_cache_key, cache_dir)
-        ),
-        full_names=sidecar_full_names(request, keys, output_root),
-        diarize=diarize_audio.with_options(
-            result_storage=results, cache_policy=locked_cache_policy(diarize_cache_key, cache_dir)
-        )
-        if request.diarize.enabled
-        else None,
-    )
+    pipeline = file_pipeline(request, options, output_root, [item.relative_path for item in items])
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     rows: list[dict[str, Any]] = []
     pool = ThreadPoolExecutor(request.max_workers, thread_name_prefix="batchscribe-file")
@@ -124,6 +104,29 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     if (batch["status"] != STATUS_OK).any():
         raise BatchFailed(batch)
     return batch
+
+
+def file_pipeline(request: BatchRequest, options: TranscribeOptions, output_root: str, keys: list[str]) -> FilePipeline:
+    """The batch's per-file pipeline, its cached tasks storing results under `<cache-dir>/results`.
+
+    One worker at a time computes a cache key, across processes sharing the cache (the others wait, then hit).
+    """
+    cache_dir = request.cache_path()
+    results = cache_dir / "results"
+
+    def cached(task: Task, key_fn: Any) -> Task:
+        return task.with_options(result_storage=results, cache_policy=locked_cache_policy(key_fn, cache_dir))
+
+    return FilePipeline(
+        request,
+        options,
+        output_root,
+        str(cache_dir),
+        extract=cached(extract_audio, audio_cache_key),
+        transcribe=cached(transcribe_audio, transcribe_cache_key),
+        full_names=sidecar_full_names(request, keys, output_root),
+        diarize=cached(diarize_audio, diarize_cache_key) if request.diarize.enabled else None,
+    )
 
 
 def sidecar_full_names(request: BatchRequest, keys: list[str], output_root: str) -> frozenset[str]:
@@ -218,32 +221,14 @@ class FilePipeline:
         )  # fmt: skip
         if not state.is_completed():
             return _failed(row, state)
-        # The producing run's times (cached with the transcript): a cached re-run reports no cache read as speed.
-        started_at = result.file_started_at or result.started_at
-        wall_s = (result.finished_at - started_at).total_seconds()
         layout_warning = "sidecar name shared with another input (same folder and stem): kept the full name"
+        warnings = (audio.warning, result.warning, diarize_warning, full_name and layout_warning)
         row.update(
             status=STATUS_OK,
             error=None,
-            language=transcript.language,
-            language_probability=transcript.language_probability,
-            engine=result.engine,
-            model=result.model,
-            compute_type=result.compute_type,
-            options_hash=result.options_hash,
+            **_transcribed_columns(result, transcript, audio.duration_s, staged.attempts),
             options=options_json(result.used_options) if result.used_options else row["options"],
-            windows=result.windows,
-            redecoded_windows=result.redecoded_windows,
-            started_at=started_at,
-            finished_at=result.finished_at,
-            transcribe_s=result.transcribe_s,
-            wall_s=wall_s,
-            realtime_factor=audio.duration_s / wall_s if wall_s > 0 else None,
-            attempts=max(result.attempts, staged.attempts),
-            warning="; ".join(
-                w for w in (audio.warning, result.warning, diarize_warning, full_name and layout_warning) if w
-            )
-            or None,
+            warning="; ".join(w for w in warnings if w) or None,
             **{f"{fmt}_path": relative_to_root(path, self.output_root) for fmt, path in state.result().items()},
         )
         return row
@@ -257,6 +242,34 @@ class FilePipeline:
             return state.result(), ""
         error = _error_columns(state.result(raise_on_failure=False))["error"]
         return None, f"diarization failed, transcript written without speakers: {error}"
+
+
+def _transcribed_columns(
+    result: TranscribeResult, transcript: Transcript, duration_s: float, stage_attempts: int
+) -> dict[str, Any]:
+    """What a row says of its transcription: language, engine, counts and times.
+
+    The times are the producing run's (cached with the transcript), so a cached re-run reports no cache
+    read as speed.
+    """
+    started_at = result.file_started_at or result.started_at
+    wall_s = (result.finished_at - started_at).total_seconds()
+    return dict(
+        language=transcript.language,
+        language_probability=transcript.language_probability,
+        engine=result.engine,
+        model=result.model,
+        compute_type=result.compute_type,
+        options_hash=result.options_hash,
+        windows=result.windows,
+        redecoded_windows=result.redecoded_windows,
+        started_at=started_at,
+        finished_at=result.finished_at,
+        transcribe_s=result.transcribe_s,
+        wall_s=wall_s,
+        realtime_factor=duration_s / wall_s if wall_s > 0 else None,
+        attempts=max(result.attempts, stage_attempts),
+    )
 
 
 def _failed(row: dict[str, Any], state: State) -> dict[str, Any]:

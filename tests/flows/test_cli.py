@@ -13,7 +13,7 @@ import pytest
 
 from batchscribe.manifest import read_manifest
 from batchscribe.options import BatchRequest, TranscribeOptions
-from flows.cli import build_parser, parse_size, request_from_args
+from flows.cli_args import build_parser, parse_size, request_from_args
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 CLI = [sys.executable, "-m", "flows.cli"]
