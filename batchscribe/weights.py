@@ -1,8 +1,9 @@
 """Offline Whisper weights: the CTranslate2 base model from the package registry, and its
 conversion into an openai-whisper checkpoint (same weights, so both engines give the same text).
 
-Nothing here downloads anything. Layout facts: shared notes "models.md" (CTranslate2 model.bin format and
-the CTranslate2 -> openai-whisper name mapping).
+Nothing here downloads anything. It reads CTranslate2's model.bin format (little-endian: version, spec
+name, variables with name, shape, dtype and raw data, then aliases) and maps CTranslate2's Whisper names
+onto openai-whisper's state-dict names (fused q/k/v split, gamma/beta to weight/bias).
 """
 
 from __future__ import annotations

@@ -48,7 +48,13 @@ VOICES = {  # language -> (prompt folder, transcript list)
         "/usr/share/doc/asterisk-core-sounds-es/core-sounds-es.txt.gz",
     ),
 }
-CONFIGS = ("a-seed", "b1-faster-sequential", "b2-faster-batched8", "c-batchscribe-scheduler", "d-batchscribe-flow")
+CONFIGS = (
+    "a-bacalhau-example",
+    "b1-faster-sequential",
+    "b2-faster-batched8",
+    "c-batchscribe-scheduler",
+    "d-batchscribe-flow",
+)
 
 
 # --- corpus ------------------------------------------------------------------------------------------------
@@ -137,7 +143,7 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
 
     started = time.perf_counter()
     model_dir = str(weights.ct2_model_dir("base", cache_dir))
-    if name == "a-seed":
+    if name == "a-bacalhau-example":
         import whisper
 
         model = weights.load_openai_model(Path(model_dir), cache_dir, "cpu")
@@ -177,12 +183,13 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
         request = BatchRequest(inputs=[f["path"] for f in files], output=str(output), cache_dir=str(cache_dir))
         manifest = transcribe_batch(request)
         by_source = {r.source: r for r in manifest.itertuples()}
-        texts = [Path(by_source[f["path"]].txt_path).read_text() for f in files]
+        texts = [(output / by_source[f["path"]].txt_path).read_text() for f in files]  # relative to the manifest
     return {"wall_s": time.perf_counter() - started, "texts": texts}
 
 
-def child(name: str, files: list[dict], out: Path, base_cache: Path) -> dict:
-    """Run one configuration in a fresh process; its result with peak RSS (MB)."""
+def child(name: str, files: list[dict], out: Path, base_cache: Path, resume: bool = False) -> dict:
+    """Run one configuration in a fresh process; its result with peak RSS (MB). With `resume`, a result
+    this output folder already holds is read back instead."""
     cache = out / f"cache-{name}-{len(files)}"
     if not cache.exists():
         cache.mkdir()
@@ -190,6 +197,8 @@ def child(name: str, files: list[dict], out: Path, base_cache: Path) -> dict:
     spec = out / f"spec-{name}-{len(files)}.json"
     spec.write_text(json.dumps({"files": files, "cache_dir": str(cache), "output": str(out / "outputs" / name)}))
     result_path = spec.with_suffix(".result.json")
+    if resume and result_path.exists():
+        return json.loads(result_path.read_text())
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", name, "--spec", str(spec), "--result", str(result_path)]
     )
@@ -198,6 +207,7 @@ def child(name: str, files: list[dict], out: Path, base_cache: Path) -> dict:
         raise SystemExit(f"{name} failed with status {status}")
     result = json.loads(result_path.read_text())
     result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    result_path.write_text(json.dumps(result))
     return result
 
 
@@ -224,7 +234,7 @@ def table(title: str, files: list[dict], rows: list[tuple[str, dict]]) -> None:
         ratio = peer["wall_s"] / r["wall_s"] if peer else float("nan")
         print(
             f"{name:<26} {r['wall_s']:8.1f} {audio_s / r['wall_s']:10.1f} {ratio:8.2f} "
-            f"{100 * wer(files, r['texts']):6.1f}% {r['peak_rss_mb']:12.0f}"
+            f"{100 * wer(files, r['texts']):6.1f}% {r.get('peak_rss_mb', float('nan')):12.0f}"
         )
     results = dict(rows)
     if "c-batchscribe-scheduler" in results and "d-batchscribe-flow" in results:
@@ -238,6 +248,7 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, default=8.0)
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out-scheduler"))
+    parser.add_argument("--resume", action="store_true", help="keep --out and reuse the results it holds")
     parser.add_argument("--child"), parser.add_argument("--spec"), parser.add_argument("--result")
     args = parser.parse_args()
     if args.child:
@@ -247,12 +258,16 @@ def main() -> None:
         return
 
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
-    (out / "bin").mkdir(parents=True)
+    if not args.resume:
+        shutil.rmtree(out, ignore_errors=True)
+    (out / "bin").mkdir(parents=True, exist_ok=True)
     for key, value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    (out / "bin" / "ffmpeg").symlink_to(ffmpeg())  # openai-whisper's loader (the seed's path) calls `ffmpeg`
+    if not (out / "bin" / "ffmpeg").exists():
+        (out / "bin" / "ffmpeg").symlink_to(
+            ffmpeg()
+        )  # openai-whisper's loader (the Bacalhau example's path) calls `ffmpeg`
     os.environ["PATH"] = f"{out / 'bin'}{os.pathsep}{os.environ['PATH']}"
     from speed import start_server
 
@@ -265,9 +280,9 @@ def main() -> None:
         weights.openai_checkpoint(weights.ct2_model_dir("base", base_cache), base_cache)  # outside the timings
         short, long = build_corpus(out / "corpus", args.short_files, args.long_minutes)
         configs = [c for c in args.configs.split(",") if c]
-        table("short files", short, [(c, child(c, short, out, base_cache)) for c in configs])
+        table("short files", short, [(c, child(c, short, out, base_cache, args.resume)) for c in configs])
         if long:
-            rows = [(c, child(c, long, out, base_cache)) for c in configs if c != "d-batchscribe-flow"]
+            rows = [(c, child(c, long, out, base_cache, args.resume)) for c in configs if c != "d-batchscribe-flow"]
             table("long file", long, rows)
     finally:
         server.terminate()

@@ -2,7 +2,7 @@
 
 The importer follows kubo's defaults (fixed 262144-byte chunks, balanced DAG, at most 174 links per node;
 CIDv0 with dag-pb leaves, or CIDv1 with raw leaves; directories with links sorted by name) and is pinned by
-golden CIDs that kubo and js-ipfs produced (shared notes, ipfs.md section 9).
+golden CIDs that kubo and js-ipfs produce for the same content.
 """
 
 from __future__ import annotations

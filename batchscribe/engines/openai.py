@@ -1,4 +1,4 @@
-"""openai-whisper (PyTorch), as the design card names it: the CUDA default, fp32 on CPU."""
+"""openai-whisper (PyTorch), the reference engine: fp16 on CUDA, fp32 on CPU, one window at a time."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from batchscribe.options import TranscribeOptions
 from tests.media import load_audio
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
-ENGLISH_WER_BOUND = 0.15  # base on espeak-ng English measured ~5% (shared notes); keep headroom for noise
+ENGLISH_WER_BOUND = 0.15  # base on espeak-ng English is ~5%; headroom for noise
 
 
 def wer(reference: str, hypothesis: str) -> float:

@@ -3,7 +3,7 @@
 Run with `make test-ipfs` (`pytest -m ipfs_node tests/integration`); the default run deselects the
 `ipfs_node` marker. The first run installs js-ipfs from the npm registry into
 `~/.cache/batchscribe-test/js-ipfs` (about 4 minutes and 290 MB; `BATCHSCRIBE_JS_IPFS_DIR` moves it), later
-runs reuse it. Install steps and traps: shared notes, ipfs.md section 2.
+runs reuse it. js-ipfs installs from npm; kubo does not install offline.
 
 Checks: (1) `batchscribe.ipfs` over the node's RPC (`block/get`, every block verified) downloads
 byte-identical files for CIDv0 and CIDv1 and lists a directory with nested folders; (2) the node's CIDs and
