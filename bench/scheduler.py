@@ -261,7 +261,9 @@ def main() -> None:
     if not args.resume:
         shutil.rmtree(out, ignore_errors=True)
     (out / "bin").mkdir(parents=True, exist_ok=True)
-    for key, value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}.items():
+    from batchscribe.server import OFFLINE_ENV
+
+    for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if not (out / "bin" / "ffmpeg").exists():

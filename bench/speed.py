@@ -217,27 +217,16 @@ def wer(files: list[dict], texts: list[str], language: str | None = None) -> flo
 
 
 def start_server(home: Path) -> tuple[subprocess.Popen, str]:
-    import socket
-    import urllib.request
+    """A Prefect server of the bench's own, with its database under `home`; (process, API URL)."""
+    from batchscribe.server import free_port, wait_healthy
+    from batchscribe.server import start_server as start
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PREFECT_HOME": str(home)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            return server, url
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit("prefect server did not start")
+    server = start(port, {**os.environ, "PREFECT_HOME": str(home)}, subprocess.DEVNULL)
+    if not wait_healthy(url, server, timeout_s=300):
+        raise SystemExit("prefect server did not start")
+    return server, url
 
 
 def fresh_cache(cache: Path, base_cache: Path) -> Path:
@@ -274,8 +263,10 @@ def main() -> None:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from batchscribe.server import OFFLINE_ENV
+
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # openai-whisper's own loader (the seed's path) calls `ffmpeg` from PATH.
     shim = out / "bin"

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
+from batchscribe.server import OFFLINE_ENV
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BATCH_ENTRYPOINT = "flows/transcribe_batch.py:transcribe_batch"
 RERUN_ENTRYPOINT = "flows/rerun_failed.py:rerun_failed"
@@ -27,7 +29,7 @@ DEFAULT_IMAGE = "batchscribe:latest"
 INBOX = os.environ.get("BATCHSCRIBE_INBOX", "/srv/batchscribe/inbox")
 NIGHTLY_OUTPUT = os.environ.get("BATCHSCRIBE_NIGHTLY_OUTPUT", "/srv/batchscribe/transcripts")
 # Offline and quiet on every worker, whatever its host sets.
-BASE_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+BASE_ENV = OFFLINE_ENV
 
 PoolType = Literal["process", "docker", "kubernetes"]
 
