@@ -1,9 +1,9 @@
-"""Throughput benchmark: the seed's approach vs each engine bare vs the full batchscribe flow, side by side.
+"""Throughput benchmark: the Bacalhau example's approach vs each engine bare vs the full batchscribe flow, side by side.
 
     .venv/bin/python bench/speed.py [--long-minutes 11] [--out bench/out]
 
 Every configuration runs in its own child process over the same files and the same base weights; the
-table gives x realtime, the ratio to the seed's approach (a), WER (jiwer) and peak RSS. Then the
+table gives x realtime, the ratio to the Bacalhau example's approach (a), WER (jiwer) and peak RSS. Then the
 orchestration overhead (flow vs bare engine loop on 20 files), a cached re-run, and CLI cold start.
 Machines here are noisy: read the ratios, not the absolute seconds.
 """
@@ -38,9 +38,9 @@ CLIP_SOURCES = [  # (file, transcripts json, key)
 ]
 SAMPLE_RATE = 16_000
 
-# name -> (engine, settings); "seed" is the Bacalhau example's openai-whisper transcribe() loop.
+# name -> (engine, settings); "bacalhau" is the Bacalhau example's openai-whisper transcribe() loop.
 CONFIGS: dict[str, dict] = {
-    "a-seed-openai-fp32-beam5-fallback": {"kind": "seed"},
+    "a-bacalhau-openai-fp32-beam5-fallback": {"kind": "bacalhau"},
     "b-openai-whisper-fp32-greedy": {"kind": "openai", "beam_size": 1, "temperatures": [0.0]},
     "b-faster-whisper-int8-beam5": {"kind": "faster", "beam_size": 5, "batch_size": 0},
     "b-faster-whisper-int8-beam1": {"kind": "faster", "beam_size": 1, "batch_size": 0},
@@ -157,13 +157,13 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
     cfg = CONFIGS[name]
     started = time.perf_counter()
     texts: list[str] = []
-    if cfg["kind"] == "seed":
+    if cfg["kind"] == "bacalhau":
         import whisper
 
         from batchscribe import weights
 
         model = weights.load_openai_model(weights.ct2_model_dir("base", cache_dir), cache_dir, "cpu")
-        for f in files:  # the seed's loop: whisper.transcribe() on the file path, fp32, beam 5, fallback on
+        for f in files:  # the Bacalhau example's loop: whisper.transcribe() on the file path, fp32, beam 5, fallback on
             texts.append(whisper.transcribe(model, f["path"], beam_size=5, best_of=5, fp16=False)["text"])
     elif cfg["kind"] in ("openai", "faster"):
         from batchscribe.audio import decode_audio
@@ -268,7 +268,7 @@ def main() -> None:
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # openai-whisper's own loader (the seed's path) calls `ffmpeg` from PATH.
+    # openai-whisper's own loader (the Bacalhau example's path) calls `ffmpeg` from PATH.
     shim = out / "bin"
     shim.mkdir()
     (shim / "ffmpeg").symlink_to(ffmpeg())
@@ -316,13 +316,13 @@ def report(args: argparse.Namespace, out: Path, url: str) -> None:
             )
         )
         rows.append((name, child(name, spec)))
-    seed = next((r for n, r in rows if n.startswith("a-")), None)
+    baseline = next((r for n, r in rows if n.startswith("a-")), None)
     print(
         f"{'configuration':<40} {'wall s':>8} {'x realtime':>10} {'vs (a)':>7} {'WER all':>8} {'WER en':>7} "
         f"{'peak RSS MB':>12}"
     )
     for name, r in rows:
-        ratio = seed["wall_s"] / r["wall_s"] if seed else float("nan")
+        ratio = baseline["wall_s"] / r["wall_s"] if baseline else float("nan")
         print(
             f"{name:<40} {r['wall_s']:8.1f} {audio_s / r['wall_s']:10.1f} {ratio:7.2f} "
             f"{100 * wer(files, r['texts']):7.1f}% {100 * wer(files, r['texts'], 'en'):6.1f}% {r['peak_rss_mb']:12.0f}"
