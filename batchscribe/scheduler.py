@@ -107,15 +107,20 @@ class WindowScheduler:
         while True:
             batch = self._next_batch()
             try:
-                results = self._run(batch)
-            except BaseException as error:  # noqa: BLE001 - every waiting file hears of it
+                self._deliver(batch, self._run(batch))
+            except Exception:  # noqa: BLE001 - isolate it: each window alone, so one bad file fails alone
                 for item in batch:
-                    item.future.set_exception(error)
-                continue
-            for item, result in zip(batch, results):
-                if result.redecoded:
-                    item.job.redecoded += 1
-                item.future.set_result(result)
+                    try:
+                        self._deliver([item], self._run([item]))
+                    except BaseException as error:  # noqa: BLE001 - this window's file hears of it
+                        item.future.set_exception(error)
+
+    @staticmethod
+    def _deliver(batch: list[_Item], results: list[RowResult]) -> None:
+        for item, result in zip(batch, results):
+            if result.redecoded:
+                item.job.redecoded += 1
+            item.future.set_result(result)
 
     def _next_batch(self) -> list[_Item]:
         with self._cond:

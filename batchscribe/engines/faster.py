@@ -183,4 +183,5 @@ def _transcript(job: FileJob, results: list[RowResult], duration_s: float, optio
                     words=tuple(words) if options.word_timestamps else (),
                 )
             )
-    return Transcript(job.language or "", job.language_probability, duration_s, tuple(segments))
+    probability = job.language_probability if job.language else 0.0  # nothing heard: no language, no confidence
+    return Transcript(job.language or "", probability, duration_s, tuple(segments))

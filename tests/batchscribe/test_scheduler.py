@@ -184,3 +184,26 @@ def test_word_times_are_on_the_file_clock(engine, audio) -> None:
 def test_silence_gives_no_windows_and_no_words(engine) -> None:
     assert speech_windows(np.zeros(16_000 * 5, np.float32), vad=True) == []
     assert engine.transcribe(np.zeros(16_000 * 5, np.float32), OPTIONS).segments == ()
+
+
+class FailingDecoder(BatchDecoder):
+    """The real decoder, except that any batch holding the file "bad" fails (a window it cannot decode)."""
+
+    def decode(self, rows, languages, encoded):
+        if any(r.task == "translate" for r in rows):  # the bad file is the one asked to translate
+            raise ValueError("cannot decode this window")
+        return super().decode(rows, languages, encoded)
+
+
+def test_a_window_that_fails_fails_only_its_own_file(engine, audio, clips) -> None:
+    scheduler = WindowScheduler(FailingDecoder(engine.model), start=False)
+    good, bad = FileJob("good", "en"), FileJob("bad", "es")
+    common = dict(initial_prompt=None, beam_size=5, temperatures=(0.0,), batch_size=8)
+    good_futures = scheduler.submit(good, speech_windows(audio["en2.mp3"], vad=True), task="transcribe", **common)
+    bad_futures = scheduler.submit(bad, speech_windows(audio["es.mp3"], vad=True), task="translate", **common)
+    scheduler.start()
+    text = "".join(w.word for f in good_futures for w in f.result(timeout=300).words)
+    assert wer(clips["en2.mp3"]["text"], text) < 0.15
+    with pytest.raises(ValueError, match="cannot decode"):
+        bad_futures[0].result(timeout=300)
+    assert scheduler.batch_sizes[0] == 2  # they shared a batch, which failed; then each was decoded alone
