@@ -59,7 +59,10 @@ server: $(STAMP)
 test-ipfs: $(STAMP)
 	$(BIN)/python -m pytest -m ipfs_node tests/integration
 
-BENCH_VOICES := $(VOICE_PACKAGES) asterisk-core-sounds-en asterisk-core-sounds-es asterisk-core-sounds-es-wav
+BENCH_VOICES := $(VOICE_PACKAGES) asterisk-core-sounds-es-wav
+# The prompts' text lists ship in asterisk-core-sounds-{en,es}, which conflict with asterisk-prompt-es-co:
+# unpacked into bench/voices/ instead of installed.
+BENCH_TEXTS := asterisk-core-sounds-en asterisk-core-sounds-es
 
 ## Window scheduler vs its peers on real recorded speech (bench/scheduler.py): ~30 min on 2 cores.
 ## Its corpus is Debian's asterisk voice prompts (real voices, known text), installed here as root.
@@ -69,6 +72,8 @@ bench: $(STAMP)
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(BENCH_VOICES); \
 	  else echo "bench needs: apt-get install $(BENCH_VOICES)"; exit 1; fi
+	@test -d bench/voices || (d=$$(mktemp -d) && cd $$d && apt-get download $(BENCH_TEXTS) && \
+	  for f in *.deb; do dpkg -x $$f $(CURDIR)/bench/voices; done)
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/diarize.py
 
