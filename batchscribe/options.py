@@ -182,12 +182,11 @@ class BatchRequest(BaseModel):
         None, description="Cached task results, weights and decoded audio; default ~/.cache/batchscribe."
     )
     max_workers: int = Field(
-        16,
+        8,
         ge=1,
         le=64,
-        description="Files in flight at once: fetched, decoded and transcribed concurrently. Their speech "
-        "windows share the model's batches: twice the batch size keeps the next batch's files staged and "
-        "decoded while the model works; fewer workers than the batch size leave batches part-empty.",
+        description="Files in flight at once: fetched, decoded and transcribed concurrently (their speech "
+        "windows share the model's batches, so fewer workers than the batch size leave batches part-empty).",
     )
     max_input_bytes: int | None = Field(
         None,
