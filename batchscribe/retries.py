@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from batchscribe.errors import is_transient
+
 RetryCondition = Callable[[Any, Any, Any], bool]
 
 
@@ -23,3 +25,7 @@ def retry_when(is_transient: Callable[[BaseException], bool]) -> RetryCondition:
         return False
 
     return condition
+
+
+# The one retry condition every task uses: our error vocabulary's kind decides (batchscribe.errors).
+retry_if_transient = retry_when(is_transient)

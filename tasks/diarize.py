@@ -11,13 +11,11 @@ from prefect.cache_policies import CachePolicy
 
 from batchscribe import diarization
 from batchscribe.audio import AudioFile, decode_audio
-from batchscribe.errors import gpu_errors, is_transient
+from batchscribe.errors import gpu_errors
 from batchscribe.media import StagedFile
 from batchscribe.options import DiarizeOptions
-from batchscribe.retries import retry_when
+from batchscribe.retries import retry_if_transient
 from batchscribe.transcript import SpeakerTurn
-
-retry_if_transient = retry_when(is_transient)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,10 @@ from prefect.context import TaskRunContext
 
 from batchscribe import urls
 from batchscribe.downloads import stage_local, stage_remote
-from batchscribe.errors import InputError, is_transient
+from batchscribe.errors import InputError
 from batchscribe.media import InputItem, StagedFile
-from batchscribe.retries import retry_when
+from batchscribe.retries import retry_if_transient
 from batchscribe.storage import StorageOptions
-
-retry_if_transient = retry_when(is_transient)
 
 
 @task(

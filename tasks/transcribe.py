@@ -14,10 +14,10 @@ from prefect.context import TaskRunContext
 from batchscribe.audio import AudioFile, decode_audio
 from batchscribe.engines import load_engine
 from batchscribe.engines.base import FileTranscription
-from batchscribe.errors import GpuError, is_transient
+from batchscribe.errors import GpuError
 from batchscribe.media import StagedFile
 from batchscribe.options import TranscribeOptions
-from batchscribe.retries import retry_when
+from batchscribe.retries import retry_if_transient
 from batchscribe.transcript import Transcript
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def transcribe_with_fallback(
             logger.warning("GPU out of memory (%s); retrying with %s", error, _describe(tried[attempt + 1]))
             continue
         warnings = [f"GPU out of memory; transcribed with {_describe(opts)}"] if attempt else []
-        warning = "; ".join([*warnings, result.warning] if result.warning else warnings)
+        warning = "; ".join(w for w in [*warnings, result.warning] if w)
         return result, engine.effective_options(opts), warning
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
@@ -100,16 +100,13 @@ def transcribe_cache_key(context: object, parameters: dict) -> str:
     return f"transcribe-{parameters['staged'].sha256}-{options.cache_hash()}"
 
 
-retry_if_engine_transient = retry_when(is_transient)
-
-
 @task(
     task_run_name="transcribe-{staged.relative_path}",
     cache_policy=CachePolicy.from_cache_key_fn(transcribe_cache_key),  # the flow adds the lock
     persist_result=True,
     retries=2,
     retry_delay_seconds=[5, 15],
-    retry_condition_fn=retry_if_engine_transient,
+    retry_condition_fn=retry_if_transient,  # only GPU errors (GpuError) are transient here
 )
 def transcribe_audio(
     staged: StagedFile,

@@ -14,9 +14,7 @@ from batchscribe.errors import (
     is_transient,
     row_error,
 )
-from batchscribe.retries import retry_when
-from tasks.fetch import retry_if_transient
-from tasks.transcribe import retry_if_engine_transient
+from batchscribe.retries import retry_if_transient, retry_when
 
 
 class State:
@@ -29,7 +27,7 @@ class State:
 
 
 def test_conditions_are_plain_functions_prefect_will_call() -> None:
-    for condition in (retry_if_transient, retry_if_engine_transient, retry_when(lambda e: True)):
+    for condition in (retry_if_transient, retry_when(lambda e: True)):
         assert inspect.isfunction(condition)
 
 
@@ -39,9 +37,9 @@ def test_only_transient_errors_retry() -> None:
     assert not retry_if_transient(None, None, State(InputError("file is empty")))
     assert not retry_if_transient(None, None, State(ContentNotFoundError("no such file")))
     assert not retry_if_transient(None, None, State(FileNotFoundError()))  # not ours: a bug, never retried
-    assert retry_if_engine_transient(None, None, State(GpuError("GPU failure: CUDA out of memory")))
-    assert not retry_if_engine_transient(None, None, State(MediaError("not an audio file")))
-    assert not retry_if_engine_transient(None, None, State(None))
+    assert retry_if_transient(None, None, State(GpuError("GPU failure: CUDA out of memory")))
+    assert not retry_if_transient(None, None, State(MediaError("not an audio file")))
+    assert not retry_if_transient(None, None, State(None))
 
 
 def test_engine_gpu_failures_become_gpu_errors() -> None:
@@ -57,3 +55,11 @@ def test_each_error_decides_its_row() -> None:
     assert row_error(NoAudioError("no audio stream")) == {"status": "no_audio", "error": "no audio stream"}
     assert row_error(InputError("file is empty")) == {"status": "failed", "error": "file is empty"}
     assert row_error(KeyError("x")) == {"status": "failed", "error": "KeyError: 'x'"}
+
+
+def test_every_task_retries_by_the_one_condition() -> None:
+    from tasks.diarize import diarize_audio
+    from tasks.fetch import stage_input
+    from tasks.transcribe import transcribe_audio
+
+    assert {t.retry_condition_fn for t in (stage_input, transcribe_audio, diarize_audio)} == {retry_if_transient}
