@@ -105,12 +105,13 @@ class BatchDecoder:
         tokenizers = [self.tokenizer(r.task, lang) for r, lang in zip(rows, languages)]
         prompts = [self.prompt(tok, r.initial_prompt) for r, tok in zip(rows, tokenizers)]
         first = rows[0]
-        results = self._generate(encoded, prompts, first.beam_size, first.temperatures[0])
+        results = self._generate(encoded, prompts, first.beam_size, first.temperatures[0], tokenizers[0])
         decoded = [self._decoded(res, tok, first.temperatures[0]) for res, tok in zip(results, tokenizers)]
         redecoded = [False] * len(rows)
         for i, (row, result) in enumerate(zip(rows, decoded)):
             if _needs_fallback(result, row.window, tokenizers[i]) and len(row.temperatures) > 1:
-                decoded[i] = self._fallback(row, result, tokenizers[i], prompts[i])
+                alone = encoded if len(rows) == 1 else _rows(encoded, [i])  # its encoder output, not encoded again
+                decoded[i] = self._fallback(row, result, tokenizers[i], prompts[i], alone)
                 redecoded[i] = True
         words = self._align(rows, decoded, tokenizers, encoded)
         return [
@@ -149,8 +150,9 @@ class BatchDecoder:
             self._suppress = tuple(get_suppressed_tokens(tokenizer, [-1]))
         return list(self._suppress)
 
-    def _generate(self, encoded: Any, prompts: list[list[int]], beam_size: int, temperature: float) -> list[Any]:
-        tokenizer = next(iter(self._tokenizers.values()))
+    def _generate(
+        self, encoded: Any, prompts: list[list[int]], beam_size: int, temperature: float, tokenizer: Any
+    ) -> list[Any]:
         if temperature > 0:
             search = {
                 "beam_size": 1,
@@ -178,12 +180,12 @@ class BatchDecoder:
         text = tokenizer.decode(tokens).strip()
         return _Decoded(tokens, float(avg_logprob), compression_ratio(text), float(result.no_speech_prob), temperature)
 
-    def _fallback(self, row: RowRequest, first: _Decoded, tokenizer: Any, prompt: list[int]) -> _Decoded:
-        """Decode one window again, alone, at each further temperature until one passes Whisper's checks."""
-        encoded = self.encode(row.features[np.newaxis])
+    def _fallback(self, row: RowRequest, first: _Decoded, tokenizer: Any, prompt: list[int], encoded: Any) -> _Decoded:
+        """Decode one window (`encoded`: its own encoder output) again, alone, at each further temperature
+        until one passes Whisper's checks."""
         tried = [first]
         for temperature in row.temperatures[1:]:
-            result = self._generate(encoded, [prompt], row.beam_size, temperature)[0]
+            result = self._generate(encoded, [prompt], row.beam_size, temperature, tokenizer)[0]
             decoded = self._decoded(result, tokenizer, temperature)
             tried.append(decoded)
             if not _needs_fallback(decoded, row.window, tokenizer):

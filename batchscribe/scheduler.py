@@ -64,8 +64,7 @@ class WindowScheduler:
         """`start=False` queues windows without decoding them until `start()` (to batch a known set at once)."""
         self.decoder = decoder
         self.batch_limit: int | None = None  # lowered after an out-of-memory, for the rest of the process
-        self.batches = 0  # batches decoded (for tests and logs)
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: list[int] = []  # of every batch handed to the model, in order (for tests and logs)
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -108,7 +107,10 @@ class WindowScheduler:
             batch = self._next_batch()
             try:
                 self._deliver(batch, self._run(batch))
-            except Exception:  # noqa: BLE001 - isolate it: each window alone, so one bad file fails alone
+            except Exception as error:  # noqa: BLE001 - isolate it: each window alone, so one bad file fails alone
+                if len(batch) == 1:  # already alone: decoding it again would fail the same way
+                    batch[0].future.set_exception(error)
+                    continue
                 for item in batch:
                     try:
                         self._deliver([item], self._run([item]))
@@ -155,7 +157,6 @@ class WindowScheduler:
             return [result for i in range(0, len(batch), limit) for result in self._run(batch[i : i + limit])]
 
     def _decode(self, batch: list[_Item]) -> list[RowResult]:
-        self.batches += 1
         self.batch_sizes.append(len(batch))
         encoded = self.decoder.encode(np.stack([i.request.features for i in batch]))
         if any(i.job.language is None for i in batch):

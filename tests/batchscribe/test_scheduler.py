@@ -115,8 +115,8 @@ class TruncatingDecoder(BatchDecoder):
     """The real decoder, except that the batched pass ends every window after its first three tokens: the
     way batched decoding drops speech. The guard's own decodes (alone, at the fallback temperatures) run as is."""
 
-    def _generate(self, encoded, prompts, beam_size, temperature):
-        results = super()._generate(encoded, prompts, beam_size, temperature)
+    def _generate(self, encoded, prompts, beam_size, temperature, tokenizer):
+        results = super()._generate(encoded, prompts, beam_size, temperature, tokenizer)
         if temperature == 0.0:  # the batched pass; the guard decodes at the fallback temperatures
             return [_Cut(r, 3) for r in results]
         return results
