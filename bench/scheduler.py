@@ -177,13 +177,9 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
         with ThreadPoolExecutor(8) as pool:  # the flow's default number of files in flight
             texts = list(pool.map(one, files))
     else:
-        from batchscribe.options import BatchRequest
-        from flows.transcribe_batch import transcribe_batch
+        from speed import flow_texts
 
-        request = BatchRequest(inputs=[f["path"] for f in files], output=str(output), cache_dir=str(cache_dir))
-        manifest = transcribe_batch(request)
-        by_source = {r.source: r for r in manifest.itertuples()}
-        texts = [(output / by_source[f["path"]].txt_path).read_text() for f in files]  # relative to the manifest
+        texts = flow_texts(files, output, cache_dir)
     return {"wall_s": time.perf_counter() - started, "texts": texts}
 
 

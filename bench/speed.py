@@ -178,14 +178,19 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
             audio = decode_audio(Path(f["path"]), output / "pcm" / (Path(f["path"]).name + ".pcm"))
             texts.append(transcribe_pcm(model, audio.path, opts).text)
     else:
-        from batchscribe.options import BatchRequest
-        from flows.transcribe_batch import transcribe_batch
-
-        request = BatchRequest(inputs=[f["path"] for f in files], output=str(output), cache_dir=str(cache_dir))
-        manifest = transcribe_batch(request)
-        by_source = {r.source: r for r in manifest.itertuples()}
-        texts = [(output / by_source[f["path"]].txt_path).read_text() for f in files]  # relative to the manifest
+        texts = flow_texts(files, output, cache_dir)
     return {"wall_s": time.perf_counter() - started, "texts": texts}
+
+
+def flow_texts(files: list[dict], output: Path, cache_dir: Path) -> list[str]:
+    """`files` through the whole batchscribe flow with its defaults; each file's transcript text."""
+    from batchscribe.options import BatchRequest
+    from flows.transcribe_batch import transcribe_batch
+
+    request = BatchRequest(inputs=[f["path"] for f in files], output=str(output), cache_dir=str(cache_dir))
+    manifest = transcribe_batch(request)
+    by_source = {r.source: r for r in manifest.itertuples()}
+    return [(output / by_source[f["path"]].txt_path).read_text() for f in files]  # relative to the manifest
 
 
 def child(name: str, spec: Path) -> dict:
