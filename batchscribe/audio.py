@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 
 import ffmpeg
+import numpy as np
 
 from batchscribe.atomic import atomic_path
 from batchscribe.errors import MediaError, NoAudioError
@@ -109,6 +110,13 @@ def _length_warning(decoded_s: float, declared_s: float | None) -> str:
     if decoded_s < declared_s:
         return f"decoded {decoded_s:.2f} s of the {declared_s:.2f} s the file declares: it may be truncated"
     return f"decoded {decoded_s:.2f} s, more than the {declared_s:.2f} s the file declares"
+
+
+def quietest_point(samples: np.ndarray, frame: int) -> int:
+    """The middle of the quietest `frame`-sample stretch of `samples` (by mean energy), as an index into it:
+    where to cut audio so that no word is split."""
+    region = samples[: len(samples) // frame * frame].astype(np.float32)
+    return int(np.argmin((region.reshape(-1, frame) ** 2).mean(axis=1))) * frame + frame // 2
 
 
 def _media_error(stderr: str) -> MediaError:

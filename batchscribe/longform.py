@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from batchscribe.audio import SAMPLE_RATE
+from batchscribe.audio import SAMPLE_RATE, quietest_point
 from batchscribe.engines.base import Engine
 from batchscribe.options import TranscribeOptions
 from batchscribe.transcript import FRAMES_PER_SECOND, Segment, Transcript, Word
@@ -42,7 +42,7 @@ def pcm_windows(path: str | Path, window_s: float = WINDOW_S) -> Iterator[tuple[
             end = min(start + window, total)
             pcm = _read(fh, start, end)
             if end < total and end - start > search:
-                end = start + _quietest_cut(pcm[-search:], end - start - search, frame)
+                end = end - search + quietest_point(pcm[-search:], frame)
             yield start / SAMPLE_RATE, pcm[: end - start].astype(np.float32) / 32768.0
             start = end
 
@@ -50,14 +50,6 @@ def pcm_windows(path: str | Path, window_s: float = WINDOW_S) -> Iterator[tuple[
 def _read(fh: BinaryIO, start: int, end: int) -> np.ndarray:
     fh.seek(start * 2)
     return np.frombuffer(fh.read((end - start) * 2), dtype="<i2")
-
-
-def _quietest_cut(region: np.ndarray, lo: int, frame: int) -> int:
-    """The middle of the quietest `frame` in `region`, as an index counted from `lo`."""
-    region = region.astype(np.float32)
-    frames = region[: len(region) // frame * frame].reshape(-1, frame)
-    quietest = int(np.argmin((frames**2).mean(axis=1)))
-    return lo + quietest * frame + frame // 2
 
 
 def transcribe_pcm(

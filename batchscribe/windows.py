@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batchscribe.audio import SAMPLE_RATE
+from batchscribe.audio import SAMPLE_RATE, quietest_point
 
 MAX_WINDOW_S = 30.0  # Whisper's receptive field: one encoder pass sees 30 s
 SPEECH_PAD_MS = 400  # padding on each side of a VAD speech region
@@ -100,9 +100,7 @@ def _fixed_regions(audio: np.ndarray) -> Iterator[tuple[int, int]]:
     while start < len(audio):
         end = min(start + window, len(audio))
         if end < len(audio):
-            tail = audio[end - search : end]
-            energy = (tail[: len(tail) // frame * frame].reshape(-1, frame) ** 2).mean(axis=1)
-            end = end - search + int(np.argmin(energy)) * frame + frame // 2
+            end = end - search + quietest_point(audio[end - search : end], frame)
         yield start, end
         start = end
 
