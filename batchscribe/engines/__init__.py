@@ -8,16 +8,26 @@ from pathlib import Path
 from batchscribe.engines.base import Engine
 from batchscribe.options import TranscribeOptions
 
-__all__ = ["Engine", "load_engine"]
+__all__ = ["Engine", "load_engine", "register_engine"]
 
 _engines: dict[tuple[str, ...], Engine] = {}
 _engines_lock = threading.Lock()
 
 
+def _key(options: TranscribeOptions, cache_dir: Path) -> tuple[str, ...]:
+    return (options.engine, options.model, options.device, options.compute_type, str(cache_dir))
+
+
+def register_engine(engine: Engine, cache_dir: Path) -> None:
+    """Use `engine`, already built, for its options in this process (a benchmark's stand-in model)."""
+    with _engines_lock:
+        _engines[_key(engine.options, cache_dir)] = engine
+
+
 def load_engine(options: TranscribeOptions, cache_dir: Path) -> Engine:
     """The engine for `options`, loaded on first use and reused by every later call in this process."""
     opts = options.resolved()
-    key = (opts.engine, opts.model, opts.device, opts.compute_type, str(cache_dir))
+    key = _key(opts, cache_dir)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
