@@ -76,7 +76,7 @@ def decode_audio(src: Path, dst: Path) -> AudioFile:
         if size < BYTES_PER_SECOND // 100:  # under 10 ms of samples
             raise NoAudioError("the audio stream holds no samples")
     duration_s = size / BYTES_PER_SECOND
-    warnings = [_length_warning(duration_s, declared_duration_s(src))]
+    warnings = [length_warning(duration_s, declared_duration_s(src))]
     if stderr:
         warnings.append("decoded with errors, the file may be truncated or damaged: " + _last_line(stderr))
     warning = "; ".join(w for w in warnings if w)
@@ -104,7 +104,8 @@ def declared_duration_s(src: Path) -> float | None:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def _length_warning(decoded_s: float, declared_s: float | None) -> str:
+def length_warning(decoded_s: float, declared_s: float | None) -> str:
+    """What a decoded length far from the declared one means ("" when they agree or nothing is declared)."""
     if declared_s is None or abs(declared_s - decoded_s) <= max(DURATION_TOLERANCE_S, DURATION_TOLERANCE * declared_s):
         return ""
     if decoded_s < declared_s:

@@ -18,11 +18,16 @@ from batchscribe.paths import safe_relative
 from batchscribe.storage import StorageOptions
 
 HASH_CHUNK_BYTES = 1 << 20  # 1 MiB
+IN_MEMORY_MAX_BYTES = 16 << 20  # a local input up to 16 MiB is read once: hashed, then decoded from memory
 RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 429})  # and every 5xx; other 4xx answers are final
 
 
 def stage_local(item: InputItem, max_bytes: int | None = None) -> StagedFile:
-    """Hash a local file in place (it is never copied). Raises InputError with the cause in words."""
+    """Hash a local file in place (it is never copied). Raises InputError with the cause in words.
+
+    A file up to IN_MEMORY_MAX_BYTES is read whole, once: its bytes are hashed and kept in the StagedFile,
+    so decoding reads no file again.
+    """
     path = Path(item.source)
     try:
         if not path.exists():
@@ -38,14 +43,15 @@ def stage_local(item: InputItem, max_bytes: int | None = None) -> StagedFile:
             raise InputError(f"file is empty (0 bytes): {item.source}")
         if max_bytes is not None and size > max_bytes:
             raise InputError(_too_big(item.source, size, max_bytes))
-        digest = sha256_file(path)
+        data = path.read_bytes() if size <= IN_MEMORY_MAX_BYTES else None
+        digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
     except PermissionError as e:
         raise InputError(f"permission denied reading {item.source}") from e
     except OSError as e:
         if isinstance(e, InputError):
             raise
         raise InputError(f"cannot read {item.source}: {e.strerror or e}") from e
-    return StagedFile(item.source, item.relative_path, str(path), digest, size)
+    return StagedFile(item.source, item.relative_path, str(path), digest, len(data) if data else size, data=data)
 
 
 def stage_remote(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -24,3 +24,5 @@ class StagedFile:
     sha256: str
     size_bytes: int
     attempts: int = 1  # the stage task's runs, retries of a flaky download included
+    # The bytes themselves when the file was small enough to read whole: hashed and decoded from memory.
+    data: bytes | None = field(default=None, repr=False, compare=False)

@@ -1,4 +1,4 @@
-"""The extract task: one staged file decoded to 16 kHz mono PCM (see `batchscribe.audio`), cached by content."""
+"""The extract step: one staged file decoded to 16 kHz mono PCM under the cache (see `batchscribe.decode`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import CachePolicy
 
-from batchscribe.audio import AudioFile, decode_audio
+from batchscribe.audio import AudioFile
+from batchscribe.decode import AUDIO_DIR, decode_media
 from batchscribe.media import StagedFile
 
 
@@ -21,5 +22,11 @@ def audio_cache_key(context: object, parameters: dict) -> str:
     persist_result=True,
 )
 def extract_audio(staged: StagedFile, work_dir: str) -> AudioFile:
-    """Decode one staged file into `work_dir/audio/<sha256>.s16le`."""
-    return decode_audio(Path(staged.local_path), Path(work_dir) / "audio" / f"{staged.sha256}.s16le")
+    """Decode one staged file into `work_dir/audio/<sha256>.s16le`.
+
+    The AudioFile's path is relative to `work_dir`, so a cached entry holds on a host that mounts the cache
+    elsewhere (read it with `pcm_path`). In this process when PyAV reads the file cleanly, else through ffmpeg.
+    """
+    relative = Path(AUDIO_DIR) / f"{staged.sha256}.s16le"
+    audio = decode_media(Path(staged.local_path), Path(work_dir) / relative, staged.data)
+    return AudioFile(relative.as_posix(), audio.duration_s, audio.decode_s, audio.warning)
