@@ -40,7 +40,7 @@ def default_cache_dir() -> Path:
 
 
 class TranscribeOptions(BaseModel):
-    """How to turn speech into text. Every field that can change the transcript is part of its cache key."""
+    """How to turn speech into text. Every field that can change the words is part of its cache key (`text_options`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -106,9 +106,28 @@ class TranscribeOptions(BaseModel):
                 compute_type = "float16" if device == "cuda" else "int8"
         return self.model_copy(update={"device": device, "engine": engine, "compute_type": compute_type})
 
+    def scheduled(self) -> bool:
+        """Whether files go through the window scheduler (faster-whisper at batch size > 1), not one by one."""
+        resolved = self.resolved()
+        return resolved.engine == "faster-whisper" and resolved.batch_size > 1
+
+    def text_options(self) -> dict[str, object]:
+        """The resolved options that can change the words: what a cached transcript is keyed by.
+
+        Left out: where it runs (`device`), how many windows share a batch (`batch_size`: only whether the
+        scheduler or the sequential decoder runs counts), and on the scheduled path `word_timestamps` (its
+        words are aligned anyway and kept in the cache) and `condition_on_previous_text` (it has no previous
+        window). The precision (`compute_type`) stays: int8 and float16 can choose different words.
+        """
+        options = self.resolved()
+        left_out = {"device", "batch_size"}
+        if self.scheduled():
+            left_out |= {"word_timestamps", "condition_on_previous_text"}
+        return {**options.model_dump(mode="json", exclude=left_out), "scheduled": self.scheduled()}
+
     def cache_hash(self) -> str:
-        """A short, stable hash of the resolved options (the manifest's `options_hash`)."""
-        payload = json.dumps(self.resolved().model_dump(mode="json"), sort_keys=True)
+        """A short, stable hash of `text_options()` (the manifest's `options_hash`, part of the cache key)."""
+        payload = json.dumps(self.text_options(), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
