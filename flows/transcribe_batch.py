@@ -1,48 +1,38 @@
-"""The batch flow: stage -> extract audio -> transcribe -> export subtitles -> manifest, per file."""
+"""The batch flow: files in groups per task run, each file staged -> decoded -> transcribed -> exported -> one row."""
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import math
+import queue
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import copy_context
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
-from prefect import Task, flow, get_run_logger
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.states import State
+from prefect.utilities.annotations import quote
 
-from batchscribe import progress, storage, urls
-from batchscribe.audio import AudioFile
-from batchscribe.diarization import assign_speakers
-from batchscribe.errors import STATUS_FAILED, STATUS_OK, row_error
+from batchscribe import progress, storage
+from batchscribe.errors import STATUS_OK
 from batchscribe.inputs import read_input_list, resolve_inputs
 from batchscribe.locks import locked_cache_policy
 from batchscribe.malloc import limit_malloc_arenas
-from batchscribe.manifest import (
-    KEY,
-    ManifestWriter,
-    artifact_records,
-    normalize,
-    options_json,
-    read_manifest,
-    relative_to_root,
-)
-from batchscribe.media import InputItem, StagedFile
-from batchscribe.options import SPEAKER_FORMATS, BatchRequest, TranscribeOptions
-from batchscribe.transcript import Transcript
+from batchscribe.manifest import KEY, ManifestWriter, artifact_records, normalize, read_manifest
+from batchscribe.media import InputItem
+from batchscribe.options import BatchRequest, TranscribeOptions
+from batchscribe.result_cache import ResultCache
 from batchscribe.writers import sidecar_collisions
-from tasks.audio import audio_cache_key, extract_audio
-from tasks.diarize import DiarizeResult, diarize_audio, diarize_cache_key
-from tasks.fetch import stage_input
-from tasks.subtitles import export_subtitles
-from tasks.transcribe import TranscribeResult, transcribe_audio, transcribe_cache_key
+from flows.file_pipeline import FileGroup, FilePipeline, transcribe_files
+from tasks.diarize import diarize_audio, diarize_cache_key
 
 limit_malloc_arenas()  # at import, before the worker and event-loop threads allocate: see batchscribe/malloc.py
 
 ARTIFACT_ROWS = 500  # the table artifact is a view; the parquet manifest holds every row
+# Files per task run: about this many groups per worker balance the workers' loads at the end of a batch,
+# and no group holds more than MAX_GROUP_FILES, so the UI still shows progress task run by task run.
+GROUPS_PER_WORKER = 4
+MAX_GROUP_FILES = 64
 
 
 class BatchFailed(Exception):
@@ -60,8 +50,10 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
 
     `request.max_workers` files are in flight at once, each carried through stage -> extract ->
     transcribe -> export by one worker thread; their speech windows share the model's batches (the
-    window scheduler, `batchscribe.scheduler`). Each file ends as one manifest row
-    (`<output>/manifest.parquet` and `.csv`, merged in atomically as files finish: see ManifestWriter).
+    window scheduler, `batchscribe.scheduler`). Files go through task runs in groups (`file_groups`): a
+    task run costs more than a short file's own work, and a file whose transcript is cached costs a hash
+    and a read. Each file ends as one manifest row (`<output>/manifest.parquet` and `.csv`, merged in
+    atomically as files finish: see ManifestWriter), with its own error and retries.
     The run ends Failed, after everything that could finish has, when any file did not end ok.
     """
     logger = get_run_logger()
@@ -81,13 +73,17 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     pipeline = file_pipeline(request, options, output_root, [item.relative_path for item in items])
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     rows: list[dict[str, Any]] = []
-    pool = ThreadPoolExecutor(request.max_workers, thread_name_prefix="batchscribe-file")
+    finished: queue.Queue[dict[str, Any]] = queue.Queue()
+    pool = ThreadPoolExecutor(request.max_workers, thread_name_prefix="batchscribe-files")
     try:
         with ManifestWriter(output_root, request.storage_options) as manifest:
             # Each worker runs in a copy of this context, so its task runs belong to this flow run.
-            futures = [pool.submit(copy_context().run, pipeline.run, item) for item in items]
-            for done in as_completed(futures):
-                row = done.result()
+            groups = file_groups(items, request.max_workers)
+            futures = [pool.submit(copy_context().run, run_group, group, pipeline, finished.put) for group in groups]
+            while len(rows) < len(items):
+                row = _next_row(finished, futures)
+                if row is None:  # pragma: no cover - every group reports each of its files
+                    break
                 rows.append(row)
                 progress.file_finished(row)
                 if manifest.add(row) or len(rows) == len(items):  # the UI's progress moves with the manifest
@@ -107,26 +103,60 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
 
 
 def file_pipeline(request: BatchRequest, options: TranscribeOptions, output_root: str, keys: list[str]) -> FilePipeline:
-    """The batch's per-file pipeline, its cached tasks storing results under `<cache-dir>/results`.
+    """The batch's per-file pipeline, its transcripts cached under `<cache-dir>/results`.
 
     One worker at a time computes a cache key, across processes sharing the cache (the others wait, then hit).
     """
     cache_dir = request.cache_path()
-    results = cache_dir / "results"
-
-    def cached(task: Task, key_fn: Any) -> Task:
-        return task.with_options(result_storage=results, cache_policy=locked_cache_policy(key_fn, cache_dir))
-
+    diarize = None
+    if request.diarize.enabled:
+        policy = locked_cache_policy(diarize_cache_key, cache_dir)
+        diarize = diarize_audio.with_options(result_storage=cache_dir / "results", cache_policy=policy)
     return FilePipeline(
         request,
         options,
         output_root,
         str(cache_dir),
-        extract=cached(extract_audio, audio_cache_key),
-        transcribe=cached(transcribe_audio, transcribe_cache_key),
+        ResultCache(cache_dir),
         full_names=sidecar_full_names(request, keys, output_root),
-        diarize=cached(diarize_audio, diarize_cache_key) if request.diarize.enabled else None,
+        diarize=diarize,
     )
+
+
+def file_groups(items: list[InputItem], workers: int) -> list[FileGroup]:
+    """`items` in groups of consecutive files, one task run each (see GROUPS_PER_WORKER)."""
+    size = max(1, min(MAX_GROUP_FILES, math.ceil(len(items) / (workers * GROUPS_PER_WORKER))))
+    return [FileGroup(tuple(items[i : i + size])) for i in range(0, len(items), size)]
+
+
+def run_group(group: FileGroup, pipeline: FilePipeline, emit: Any) -> None:
+    """One group's task run; every file of it reaches `emit` as a row, also when the task run itself fails."""
+    reported: set[str] = set()
+
+    def on_row(row: dict[str, Any]) -> None:
+        reported.add(row[KEY])
+        emit(row)
+
+    error: BaseException | None = None
+    try:
+        state = transcribe_files(group, quote(pipeline), quote(on_row), return_state=True)
+        if not state.is_completed():
+            failure = state.result(raise_on_failure=False)
+            error = failure if isinstance(failure, BaseException) else RuntimeError(repr(failure))
+    except Exception as crash:  # noqa: BLE001 - a lost API connection: the files left still get their rows
+        error = crash
+    for item in group.items:
+        if item.relative_path not in reported:
+            emit(pipeline.unfinished_row(item, error))
+
+
+def _next_row(finished: queue.Queue, futures: list[Future]) -> dict[str, Any] | None:
+    while True:
+        try:
+            return finished.get(timeout=1.0)
+        except queue.Empty:
+            if all(f.done() for f in futures) and finished.empty():
+                return None
 
 
 def sidecar_full_names(request: BatchRequest, keys: list[str], output_root: str) -> frozenset[str]:
@@ -141,154 +171,3 @@ def all_inputs(request: BatchRequest) -> list[str]:
     """The request's inputs followed by those its input lists name."""
     listed = [entry for location in request.input_lists for entry in read_input_list(location, request.storage_options)]
     return [*request.inputs, *listed]
-
-
-@dataclass(frozen=True)
-class FilePipeline:
-    """One file's way through the tasks, called in a worker thread; every failure becomes its row's error.
-
-    The tasks are called, not submitted: each gets its upstream result as a plain value, so no task has to
-    ask the API for an upstream future's state (which cost a round trip per task on a cached re-run).
-    """
-
-    request: BatchRequest
-    options: TranscribeOptions
-    output_root: str
-    cache_dir: str
-    extract: Task
-    transcribe: Task
-    full_names: frozenset[str] = frozenset()  # sidecar layout: inputs that keep their full name (collisions)
-    diarize: Task | None = None  # None: no speaker labels
-
-    def run(self, item: InputItem) -> dict[str, Any]:
-        """The manifest row for `item`."""
-        options, outputs = self.options, self.request.outputs
-        row: dict[str, Any] = {
-            "source": urls.redact(item.source),
-            "relative_path": item.relative_path,
-            "engine": options.engine,
-            "model": options.model,
-            "compute_type": options.compute_type,
-            "options_hash": options.cache_hash(),
-            "options": options_json(options),  # what was asked for, until the engine says what ran
-            "formats": ",".join(outputs.formats),
-            "max_line_width": outputs.max_line_width,
-            "max_line_count": outputs.max_line_count,
-            "layout": outputs.layout,
-            "started_at": datetime.now(timezone.utc),
-        }
-        started = time.monotonic()
-        try:
-            row = self._through_tasks(item, row)
-        except Exception as error:  # noqa: BLE001 - a bug or a lost API connection: still this file's row
-            row = {**row, **_error_columns(error), "attempts": 1}
-        if "finished_at" not in row:
-            row.update(finished_at=datetime.now(timezone.utc), wall_s=time.monotonic() - started)
-        return row
-
-    def _through_tasks(self, item: InputItem, row: dict[str, Any]) -> dict[str, Any]:
-        request, options, cache_dir = self.request, self.options, self.cache_dir
-        state = stage_input(item, cache_dir, request.storage_options, request.max_input_bytes, return_state=True)
-        if not state.is_completed():
-            return _failed(row, state)
-        staged: StagedFile = state.result()
-        row.update(sha256=staged.sha256, size_bytes=staged.size_bytes)
-
-        state = self.extract(staged, cache_dir, return_state=True)
-        if not state.is_completed():
-            return _failed(row, state)
-        audio: AudioFile = state.result()
-        row.update(duration_s=audio.duration_s, decode_s=audio.decode_s, warning=audio.warning)
-
-        # Before transcription, which removes the decoded audio; the model meanwhile works on other files.
-        diarized, diarize_warning = self._diarize(staged, audio)
-
-        state = self.transcribe(staged, audio, options, cache_dir, row["started_at"], return_state=True)
-        if not state.is_completed():
-            return _failed(row, state)
-        result: TranscribeResult = state.result()
-        transcript = result.transcript
-        if diarized is not None:
-            transcript = assign_speakers(transcript, diarized.turns)
-            row.update(speakers=diarized.speakers, diarize_s=diarized.diarize_s)
-
-        formats = tuple(f for f in request.outputs.formats if diarized or f not in SPEAKER_FORMATS)  # turns or none
-        outputs = request.outputs.model_copy(update={"formats": formats})
-        full_name = item.relative_path in self.full_names
-        state = export_subtitles(
-            transcript, item.relative_path, self.output_root, outputs, request.storage_options, full_name,
-            return_state=True,
-        )  # fmt: skip
-        if not state.is_completed():
-            return _failed(row, state)
-        layout_warning = "sidecar name shared with another input (same folder and stem): kept the full name"
-        warnings = (audio.warning, result.warning, diarize_warning, full_name and layout_warning)
-        row.update(
-            status=STATUS_OK,
-            error=None,
-            **_transcribed_columns(result, transcript, audio.duration_s, staged.attempts),
-            options=options_json(result.used_options) if result.used_options else row["options"],
-            warning="; ".join(w for w in warnings if w) or None,
-            **{f"{fmt}_path": relative_to_root(path, self.output_root) for fmt, path in state.result().items()},
-        )
-        return row
-
-    def _diarize(self, staged: StagedFile, audio: AudioFile) -> tuple[DiarizeResult | None, str]:
-        """The file's speaker turns, or None and a warning saying why not: a failure here fails only this stage."""
-        if self.diarize is None:
-            return None, ""
-        state = self.diarize(staged, audio, self.request.diarize, self.cache_dir, return_state=True)
-        if state.is_completed():
-            return state.result(), ""
-        error = _error_columns(state.result(raise_on_failure=False))["error"]
-        return None, f"diarization failed, transcript written without speakers: {error}"
-
-
-def _transcribed_columns(
-    result: TranscribeResult, transcript: Transcript, duration_s: float, stage_attempts: int
-) -> dict[str, Any]:
-    """What a row says of its transcription: language, engine, counts and times.
-
-    The times are the producing run's (cached with the transcript), so a cached re-run reports no cache
-    read as speed.
-    """
-    started_at = result.file_started_at or result.started_at
-    wall_s = (result.finished_at - started_at).total_seconds()
-    return dict(
-        language=transcript.language,
-        language_probability=transcript.language_probability,
-        engine=result.engine,
-        model=result.model,
-        compute_type=result.compute_type,
-        options_hash=result.options_hash,
-        windows=result.windows,
-        redecoded_windows=result.redecoded_windows,
-        started_at=started_at,
-        finished_at=result.finished_at,
-        transcribe_s=result.transcribe_s,
-        wall_s=wall_s,
-        realtime_factor=duration_s / wall_s if wall_s > 0 else None,
-        attempts=max(result.attempts, stage_attempts),
-    )
-
-
-def _failed(row: dict[str, Any], state: State) -> dict[str, Any]:
-    return {**row, **_error_columns(state.result(raise_on_failure=False)), "attempts": _run_count(state)}
-
-
-def _error_columns(error: Any) -> dict[str, str]:
-    if isinstance(error, BaseException):
-        return row_error(error)
-    return {"status": STATUS_FAILED, "error": f"did not finish: {error!r}"}
-
-
-def _run_count(state: State) -> int:
-    """How many times Prefect ran the task (1 + retries); 1 when the API cannot say. Asked for failures only:
-    a completed file's count travels in its results."""
-    from prefect.client.orchestration import get_client
-
-    try:
-        with get_client(sync_client=True) as client:
-            return max(1, client.read_task_run(state.state_details.task_run_id).run_count)
-    except Exception:  # noqa: BLE001 - a count is not worth failing a file for
-        return 1

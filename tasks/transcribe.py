@@ -11,7 +11,9 @@ from prefect import task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
-from batchscribe.audio import AudioFile, decode_audio
+from batchscribe.audio import AudioFile
+from batchscribe.cache_keys import transcript_key
+from batchscribe.decode import decode_media, pcm_path
 from batchscribe.engines import load_engine
 from batchscribe.engines.base import FileTranscription
 from batchscribe.errors import GpuError
@@ -42,6 +44,9 @@ class TranscribeResult:
     used_options: TranscribeOptions | None = None  # the options as the engine really ran them
     # When the file's way through (staging) began in the run that transcribed it; a cached row keeps it.
     file_started_at: datetime | None = None
+    duration_s: float | None = None  # the decoded audio's length, its decoding time and any decoder warning:
+    decode_s: float | None = None  # kept with the transcript, so a cached row needs no decoding
+    audio_warning: str = ""
 
 
 def fallbacks(options: TranscribeOptions) -> list[TranscribeOptions]:
@@ -95,9 +100,9 @@ def _free_gpu_memory() -> None:
 
 
 def transcribe_cache_key(context: object, parameters: dict) -> str:
-    """Content hash + resolved options: the same bytes with the same options never transcribe twice."""
-    options: TranscribeOptions = parameters["options"]
-    return f"transcribe-{parameters['staged'].sha256}-{options.cache_hash()}"
+    """What decides the words (`batchscribe.cache_keys`): the same bytes, weights, engine and word-deciding
+    options never transcribe twice; batch size, workers and device change nothing."""
+    return transcript_key(parameters["staged"].sha256, parameters["options"], Path(parameters["cache_dir"]))
 
 
 @task(
@@ -118,14 +123,17 @@ def transcribe_audio(
     """Transcribe one decoded file with the process-wide engine for `options`.
 
     `file_started_at` (when the file's staging began; not part of the cache key) is kept in the result, so
-    the manifest's wall time is the producing run's also when the result comes from the cache.
+    the manifest's wall time is the producing run's also when the result comes from the cache. On the
+    window scheduler's path the words are aligned anyway: they are kept, whatever `word_timestamps` says,
+    so one cached transcript serves both (the flow drops them from the outputs when not asked for).
     """
     options = options.resolved()
-    path = Path(audio.path)
+    path = pcm_path(cache_dir, audio)
     if not path.exists():  # the decoded copy was cleaned up since it was cached: decode again
-        decode_audio(Path(staged.local_path), path)
+        decode_media(Path(staged.local_path), path, staged.data)
     started_at = datetime.now(timezone.utc)
-    result, used, warning = transcribe_with_fallback(path, options, Path(cache_dir))
+    run = options.model_copy(update={"word_timestamps": True}) if options.scheduled() else options
+    result, used, warning = transcribe_with_fallback(path, run, Path(cache_dir))
     path.unlink(missing_ok=True)  # the transcript is cached now; decoded PCM is 115 MB per hour
     context = TaskRunContext.get()
     return TranscribeResult(
@@ -141,6 +149,9 @@ def transcribe_audio(
         warning=warning,
         windows=result.windows,
         redecoded_windows=result.redecoded_windows,
-        used_options=used,
+        used_options=used.model_copy(update={"word_timestamps": options.word_timestamps}),
         file_started_at=file_started_at or started_at,
+        duration_s=audio.duration_s,
+        decode_s=audio.decode_s,
+        audio_warning=audio.warning,
     )

@@ -24,7 +24,7 @@ RUN_SPECIFIC = ["attempts"]  # everything else in a row must come back identical
 def counters(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Count real transcriptions and real decodes (the real functions still run)."""
     counts = {"transcribe": 0, "decode": 0}
-    real_transcribe, real_decode = FasterWhisperEngine.transcribe_file, audio_module.decode_audio
+    real_transcribe, real_decode = FasterWhisperEngine.transcribe_file, audio_module.decode_media
 
     def transcribe(self, *args, **kwargs):
         counts["transcribe"] += 1
@@ -35,7 +35,7 @@ def counters(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         return real_decode(*args, **kwargs)
 
     monkeypatch.setattr(FasterWhisperEngine, "transcribe_file", transcribe)
-    monkeypatch.setattr(audio_module, "decode_audio", decode)
+    monkeypatch.setattr(audio_module, "decode_media", decode)
     return counts
 
 
@@ -107,6 +107,18 @@ def test_rerun_transcribes_nothing_and_a_changed_file_only_itself(
     assert state == "COMPLETED"
     assert counters == {"transcribe": 3, "decode": 3}  # no audio decoded, no transcription body ran
     pd.testing.assert_frame_equal(first.drop(columns=RUN_SPECIFIC), second.drop(columns=RUN_SPECIFIC))
+
+    # Performance knobs and the word-timing switch (words are aligned anyway) re-transcribe nothing.
+    faster = request.model_copy(
+        update={"max_workers": 2, "transcribe": request.transcribe.model_copy(update={"batch_size": 4})}
+    )
+    state, knobs = run(faster)
+    assert state == "COMPLETED" and counters == {"transcribe": 3, "decode": 3}
+    pd.testing.assert_series_equal(knobs["finished_at"], first["finished_at"])  # the same transcription runs
+    worded = request.model_copy(update={"transcribe": request.transcribe.model_copy(update={"word_timestamps": True})})
+    state, _ = run(worded)
+    assert state == "COMPLETED" and counters == {"transcribe": 3, "decode": 3}
+    assert json.loads((tmp_path / "out" / "en.wav.json").read_text())["segments"][0]["words"]  # asked for: written
 
     shutil.copy(SPEECH / "fr.mp3", inbox / "es.mp3")  # same name, new content
     state, third = run(request)

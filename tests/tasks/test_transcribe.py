@@ -58,12 +58,15 @@ def test_other_errors_are_not_retried_on_the_cpu(tmp_path, cache_dir, monkeypatc
     assert engine.calls == 1
 
 
-def test_cache_key_is_content_plus_resolved_options() -> None:
+def test_cache_key_is_content_plus_what_decides_the_words(cache_dir) -> None:
     staged = stage_local(InputItem(str(SPEECH / "en2.mp3"), "en2.mp3"))
-    key = transcribe_cache_key(None, {"staged": staged, "options": TranscribeOptions(device="cpu")})
-    assert key.startswith(f"transcribe-{staged.sha256}-")
-    other = transcribe_cache_key(None, {"staged": staged, "options": TranscribeOptions(device="cpu", beam_size=1)})
-    assert other != key
+
+    def key(**options) -> str:
+        parameters = {"staged": staged, "options": TranscribeOptions(device="cpu", **options), "cache_dir": cache_dir}
+        return transcribe_cache_key(None, parameters)
+
+    assert key().startswith(f"transcript-{staged.sha256}-")
+    assert key(beam_size=1) != key() and key(batch_size=32) == key()
 
 
 def test_a_fake_engine_goes_through_the_task_like_a_real_one(tmp_path, monkeypatch) -> None:
