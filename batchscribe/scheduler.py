@@ -37,6 +37,7 @@ class FileJob:
     language: str | None
     language_probability: float = 1.0
     redecoded: int = 0  # windows the coverage guard decoded again
+    model_s: float = 0.0  # the file's share of the model's time: each batch's time split over its rows
     warnings: list[str] = field(default_factory=list)
 
 
@@ -158,11 +159,16 @@ class WindowScheduler:
 
     def _decode(self, batch: list[_Item]) -> list[RowResult]:
         self.batch_sizes.append(len(batch))
+        started = time.perf_counter()
         encoded = self.decoder.encode(np.stack([i.request.features for i in batch]))
         if any(i.job.language is None for i in batch):
             self._vote(batch, self.decoder.detect([i.request for i in batch], encoded))
         languages = [i.job.language or "en" for i in batch]
-        return self.decoder.decode([i.request for i in batch], languages, encoded)
+        results = self.decoder.decode([i.request for i in batch], languages, encoded)
+        share_s = (time.perf_counter() - started) / len(batch)
+        for item in batch:
+            item.job.model_s += share_s
+        return results
 
     @staticmethod
     def _vote(batch: list[_Item], detected: list[tuple[str, float]]) -> None:

@@ -20,7 +20,7 @@ class FileTranscription:
     """An engine's transcript of one file, with what it took."""
 
     transcript: Transcript
-    model_s: float  # seconds from the file's first window handed to the model to its last one back
+    model_s: float  # seconds the model worked on this file (its share of batches shared with other files)
     windows: int = 0  # speech windows decoded (0: the engine does not cut windows of its own)
     redecoded_windows: int = 0  # windows decoded again alone by the coverage guard
     warning: str = ""

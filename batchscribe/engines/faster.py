@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
@@ -93,7 +92,6 @@ class FasterWhisperEngine(Engine):
         self, parts: Iterable[tuple[float, np.ndarray]], options: TranscribeOptions, name: str
     ) -> FileTranscription:
         """Cut each (offset_s, samples) part into windows and queue them, a few parts ahead of the results."""
-        started = time.perf_counter()
         job = FileJob(name=name, language=options.language)
         queued: list[list[Future]] = []
         results: list[RowResult] = []
@@ -108,9 +106,8 @@ class FasterWhisperEngine(Engine):
         for part in queued:
             results += [f.result() for f in part]
         transcript = _transcript(job, results, duration_s, options)
-        return FileTranscription(
-            transcript, time.perf_counter() - started, windows, job.redecoded, "; ".join(job.warnings)
-        )
+        # The model's time for this file: its share of each batch, not the VAD or the wait for other files.
+        return FileTranscription(transcript, job.model_s, windows, job.redecoded, "; ".join(job.warnings))
 
     def _submit(self, job: FileJob, windows: list, options: TranscribeOptions) -> list[Future]:
         return self.scheduler.submit(
