@@ -121,8 +121,9 @@ def timed_run(request, server_pid: int, prefect_home: Path, profile_to: Path | N
 
     spy = None
     if profile_to is not None:
-        argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(os.getpid()), "--rate", str(PROFILE_RATE_HZ), "--format", "raw"]
-        spy = subprocess.Popen([*argv, "--output", str(profile_to), "--nonblocking"], stdout=subprocess.DEVNULL)
+        argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(os.getpid()), "--nonblocking"]
+        argv += ["--rate", str(PROFILE_RATE_HZ), "--format", "raw", "--output", str(profile_to)]
+        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         time.sleep(1.0)  # py-spy attaches
     before = (time.perf_counter(), time.process_time(), children_cpu_s(), cpu_s(server_pid), db_bytes(prefect_home))
     state = transcribe_batch(request, return_state=True)
@@ -169,7 +170,8 @@ def print_run(name: str, run: dict, files: int, fixed_s: float) -> None:
     per = 1000.0 / files
     print(f"\n{name}: {run['state']}, {run['ok']}/{files} ok")
     beyond = (run["wall_s"] - fixed_s) * per
-    print(f"  files/s {files / run['wall_s']:.1f}   wall {run['wall_s'] * per:.1f} ms/file, {beyond:.1f} beyond the fixed cost")
+    wall = run["wall_s"] * per
+    print(f"  files/s {files / run['wall_s']:.1f}   wall {wall:.1f} ms/file, {beyond:.1f} beyond the fixed cost")
     cpu = run["flow_cpu_s"] + run["child_cpu_s"] + run["server_cpu_s"]
     print(
         f"  CPU ms/file: flow process {run['flow_cpu_s'] * per:.1f}, its children (ffmpeg) "
