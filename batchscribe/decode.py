@@ -56,7 +56,7 @@ def decode_in_process(source: Path | io.BytesIO, dst: Path) -> AudioFile:
             declared_s = _declared_s(media)
             resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
             with atomic_path(dst, durable=False) as tmp, open(tmp, "wb") as out:  # a cache file, rebuilt if lost
-                for frame in media.decode(media.streams.audio[0]):
+                for frame in media.decode(_chosen_stream(media)):
                     for pcm in resampler.resample(frame):
                         out.write(pcm.to_ndarray().tobytes())
                 for pcm in resampler.resample(None):  # what the resampler still holds
@@ -68,6 +68,16 @@ def decode_in_process(source: Path | io.BytesIO, dst: Path) -> AudioFile:
         raise _NotClean(f"{type(error).__name__}: {error}") from error
     duration_s = size / BYTES_PER_SECOND
     return AudioFile(str(dst), duration_s, time.perf_counter() - started, length_warning(duration_s, declared_s))
+
+
+def _chosen_stream(media):  # noqa: ANN001, ANN202 - av containers and streams
+    """The audio stream the ffmpeg command decodes: the default-flagged one first, then the most channels."""
+    import av
+
+    def score(stream) -> tuple[bool, int]:  # noqa: ANN001
+        return bool(stream.disposition & av.stream.Disposition.default), stream.codec_context.channels
+
+    return max(media.streams.audio, key=score)  # the first of equals, as ffmpeg takes it
 
 
 def _declared_s(media) -> float | None:  # noqa: ANN001 - av.container.InputContainer

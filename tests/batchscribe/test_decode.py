@@ -1,5 +1,6 @@
 """In-process decoding (PyAV) against the ffmpeg process: the same samples, the same errors and warnings."""
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,17 @@ def test_the_start_of_an_mp3_still_says_how_much_is_missing(tmp_path: Path) -> N
     head.write_bytes((SPEECH / "de.mp3").read_bytes()[:3000])
     audio = decode_media(head, tmp_path / "h.pcm", head.read_bytes())
     assert audio.duration_s < 2 and "truncated" in audio.warning and "8.75 s" in audio.warning
+
+
+def test_the_default_flagged_track_is_decoded_as_ffmpeg_chooses_it(tmp_path: Path) -> None:
+    from batchscribe.audio import ffmpeg_exe
+
+    two = tmp_path / "two_tracks.mka"  # Spanish first, English second and flagged default
+    inputs = ["-t", "3", "-i", f"file:{SPEECH / 'es.mp3'}", "-t", "3", "-i", f"file:{SPEECH / 'en2.mp3'}"]
+    tracks = ["-map", "0:a", "-map", "1:a", "-c:a", "pcm_s16le", "-disposition:a:0", "0", "-disposition:a:1", "default"]
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", *inputs, *tracks, f"file:{two}"], check=True)
+    ours = decode_in_process(two, tmp_path / "av.pcm")
+    theirs = decode_audio(two, tmp_path / "ffmpeg.pcm")
+    a, b = (np.fromfile(p, dtype="<i2").astype(np.float64) for p in (ours.path, theirs.path))
+    n = min(len(a), len(b))
+    assert abs(len(a) - len(b)) < 800 and np.corrcoef(a[:n], b[:n])[0, 1] > 0.99  # the same track
