@@ -146,7 +146,7 @@ class FilePipeline:
             status=STATUS_OK,
             error=None,
             **_transcribed_columns(result, transcript, max(stage.count, transcribe.count, 1)),
-            options=options_json(result.used_options) if result.used_options else row["options"],
+            options=_ran_json(result, options),
             warning="; ".join(w for w in warnings if w) or None,
             **{f"{fmt}_path": relative_to_root(path, self.output_root) for fmt, path in paths.items()},
         )
@@ -162,6 +162,13 @@ class FilePipeline:
         error = state.result(raise_on_failure=False)
         reason = row_error(error)["error"] if isinstance(error, BaseException) else repr(error)
         return None, f"diarization failed, transcript written without speakers: {reason}"
+
+
+def _ran_json(result: TranscribeResult, asked: TranscribeOptions) -> str:
+    """The options as they ran; word timing as asked (a cached transcript keeps its words either way)."""
+    if result.used_options is None:
+        return options_json(asked)
+    return options_json(result.used_options.model_copy(update={"word_timestamps": asked.word_timestamps}))
 
 
 def _without_words(transcript: Transcript) -> Transcript:
