@@ -25,6 +25,8 @@ BYTES_PER_SECOND = SAMPLE_RATE * 2  # 32,000 bytes per second of s16le mono
 # encoder delay and padding are tens of milliseconds; a bitrate-estimated mp3 duration is a few percent off.
 DURATION_TOLERANCE_S = 0.5
 DURATION_TOLERANCE = 0.03  # of the declared duration, when that is larger
+# A decode that takes longer is stopped (ffmpeg decodes 10 h of mp3 in about a minute on one core).
+DECODE_TIMEOUT_S = float(os.environ.get("BATCHSCRIBE_DECODE_TIMEOUT_S", 1800))
 
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _VIDEO_STREAM = re.compile(r"Stream #.*: Video: (?!.*attached pic)")
@@ -69,7 +71,12 @@ def decode_audio(src: Path, dst: Path) -> AudioFile:
     """Decode `src` to `dst` (written atomically). Raises MediaError or NoAudioError with a readable cause."""
     started = time.perf_counter()
     with atomic_path(dst, durable=False) as tmp:  # a cache file: rebuilt if lost, so not fsynced
-        proc = subprocess.run(decode_command(src, tmp), capture_output=True, stdin=subprocess.DEVNULL)
+        try:
+            proc = subprocess.run(
+                decode_command(src, tmp), capture_output=True, stdin=subprocess.DEVNULL, timeout=DECODE_TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired as e:  # a stalled read (a hung network mount), a pathological file
+            raise MediaError(f"ffmpeg did not finish decoding within {DECODE_TIMEOUT_S:g} s") from e
         stderr = proc.stderr.decode("utf-8", "replace").strip()
         if proc.returncode != 0:
             raise _media_error(stderr, stream_kinds(src))

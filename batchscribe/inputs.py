@@ -6,14 +6,17 @@ import glob
 import hashlib
 import io
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from batchscribe import storage, urls
-from batchscribe.errors import InputError
+from batchscribe.errors import InputError, is_transient
 from batchscribe.media import InputItem
 from batchscribe.paths import safe_relative
 from batchscribe.storage import StorageOptions
+
+LIST_RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # a listing that failed transiently is tried again after these waits
 
 # Containers and codecs ffmpeg decodes that people keep speech in; a folder expands to these.
 MEDIA_EXTENSIONS = frozenset(
@@ -142,12 +145,19 @@ def expand_url(url: str, storage_options: StorageOptions | None = None) -> list[
     Relative paths are the URL's host and path (`s3://bucket/a/x.mp3` -> `bucket/a/x.mp3`), and for IPFS
     the CID and the path inside it (`ipfs://CID/a/x.mp3` -> `CID/a/x.mp3`), so outputs mirror the source.
     """
-    try:
-        if urls.parse(url).protocol == "ipfs":
-            return _expand_ipfs(url, storage_options)
-        return _expand_fsspec(url, storage_options)
-    except Exception as e:  # noqa: BLE001 - any listing failure becomes that input's row
-        return [InputItem(url, urls.relative_path(url), f"cannot list {urls.redact(url)}: {describe(e)}")]
+    for delay_s in (*LIST_RETRY_DELAYS_S, None):
+        try:
+            if urls.parse(url).protocol == "ipfs":
+                return _expand_ipfs(url, storage_options)
+            return _expand_fsspec(url, storage_options)
+        except Exception as e:  # noqa: BLE001 - any listing failure becomes that input's row
+            from batchscribe.downloads import classify  # downloads imports this module
+
+            error = classify(e, url, urls.redact(url))
+            if delay_s is None or not is_transient(error):  # a 504 or a reset is tried again, like a download
+                return [InputItem(url, urls.relative_path(url), f"cannot list {urls.redact(url)}: {describe(e)}")]
+            time.sleep(delay_s)
+    raise AssertionError("unreachable")
 
 
 def _expand_ipfs(url: str, storage_options: StorageOptions | None) -> list[InputItem]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -14,10 +14,10 @@ from prefect import Task, flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.states import State
 
-from batchscribe import progress, storage, urls
+from batchscribe import cancel, progress, storage, urls
 from batchscribe.audio import AudioFile
 from batchscribe.diarization import assign_speakers
-from batchscribe.errors import STATUS_FAILED, STATUS_OK, row_error
+from batchscribe.errors import STATUS_FAILED, STATUS_OK, FileCancelledError, row_error
 from batchscribe.inputs import read_input_list, resolve_inputs
 from batchscribe.locks import locked_cache_policy
 from batchscribe.malloc import limit_malloc_arenas
@@ -87,15 +87,15 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     try:
         with ManifestWriter(output_root, request.storage_options) as manifest:
             # Each worker runs in a copy of this context, so its task runs belong to this flow run.
-            futures = [pool.submit(copy_context().run, pipeline.run, item) for item in items]
-            for done in as_completed(futures):
-                row = done.result()
+            futures = {pool.submit(copy_context().run, pipeline.run, item): item for item in items}
+            for item, done in cancel.as_finished(futures):  # Ctrl-C: queued files stop, see batchscribe.cancel
+                row = done.result() if done is not None else cancelled_row(item)
                 rows.append(row)
                 progress.file_finished(row)
                 if manifest.add(row) or len(rows) == len(items):  # the UI's progress moves with the manifest
                     update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(rows) / len(items))
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=not cancel.requested(), cancel_futures=True)
 
     batch = normalize(rows).sort_values(KEY, kind="stable").reset_index(drop=True)
     create_table_artifact(
@@ -103,9 +103,21 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
         table=artifact_records(batch, ARTIFACT_ROWS),
         description=f"{(batch['status'] == STATUS_OK).sum()} of {len(batch)} files ok; manifest in {output_root}",
     )
+    if cancel.requested():
+        raise BatchCancelled(batch)
     if (batch["status"] != STATUS_OK).any():
         raise BatchFailed(batch)
     return batch
+
+
+class BatchCancelled(BatchFailed):
+    """The batch was cancelled: finished files have their rows, in-flight ones `cancelled` rows, queued ones none."""
+
+
+def cancelled_row(item: InputItem) -> dict[str, Any]:
+    """The row of a file still running when a cancelled batch stopped waiting for it."""
+    error = FileCancelledError("cancelled while in flight: run the batch again to finish it")
+    return {"source": urls.redact(item.source), "relative_path": item.relative_path, **row_error(error)}
 
 
 def file_pipeline(request: BatchRequest, options: TranscribeOptions, output_root: str, keys: list[str]) -> FilePipeline:
@@ -190,12 +202,14 @@ class FilePipeline:
 
     def _through_tasks(self, item: InputItem, row: dict[str, Any]) -> dict[str, Any]:
         request, options, cache_dir = self.request, self.options, self.cache_dir
+        cancel.check("staging")
         state = stage_input(item, cache_dir, request.storage_options, request.max_input_bytes, return_state=True)
         if not state.is_completed():
             return _failed(row, state)
         staged: StagedFile = state.result()
         row.update(sha256=staged.sha256, size_bytes=staged.size_bytes)
 
+        cancel.check("decoding")
         state = self.extract(staged, cache_dir, return_state=True)
         if not state.is_completed():
             return _failed(row, state)
@@ -205,6 +219,7 @@ class FilePipeline:
         # Before transcription, which removes the decoded audio; the model meanwhile works on other files.
         diarized, diarize_warning = self._diarize(staged, audio)
 
+        cancel.check("transcription")
         state = self.transcribe(staged, audio, options, cache_dir, row["started_at"], return_state=True)
         if not state.is_completed():
             return _failed(row, state)

@@ -120,3 +120,12 @@ COMPLETE_MEDIA = sorted(
 def test_complete_files_decode_without_a_warning(media: Path, tmp_path: Path) -> None:
     audio = decode_audio(media, tmp_path / "a.pcm")
     assert audio.duration_s > 5 and audio.warning == ""
+
+
+def test_a_decode_that_runs_past_its_timeout_is_stopped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import batchscribe.audio
+
+    monkeypatch.setattr(batchscribe.audio, "DECODE_TIMEOUT_S", 0.001)
+    with pytest.raises(MediaError, match="did not finish decoding within 0.001 s"):
+        decode_audio(SPEECH / "en.wav", tmp_path / "x.pcm")
+    assert not list(tmp_path.iterdir())
