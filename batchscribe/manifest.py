@@ -53,6 +53,7 @@ COLUMNS: dict[str, str] = {
     "compute_type": "string",
     "options_hash": "string",  # hash of the requested, resolved transcription options (part of the cache key)
     "options": "string",  # the transcription options as they ran (Engine.effective_options), as JSON
+    "diarize": "string",  # the diarization options (DiarizeOptions) as JSON when --diarize ran; NULL without
     "formats": "string",  # output formats written, comma-separated
     "max_line_width": "Int64",  # subtitle line width in characters; NULL: unbroken
     "max_line_count": "Int64",  # lines per subtitle cue; NULL: no limit

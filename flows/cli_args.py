@@ -16,7 +16,6 @@ from batchscribe.options import (
     TaskName,
     TranscribeOptions,
 )
-from flows.cli_report import present
 
 DESCRIPTION = "Batch speech recognition: transcribe, re-run and inspect batches; manage the local Prefect server."
 # The CLI's defaults are the options' own (one definition, in batchscribe.options).
@@ -143,8 +142,11 @@ def _add_rerun_parser(sub: Any) -> None:
     )
     rerun.add_argument("output", metavar="OUT", help="the output folder of an earlier run (or its manifest.parquet)")
     rerun.add_argument(
-        "--statuses", default="failed", help="comma-separated row statuses to run again (default: failed)"
+        "--statuses",
+        default="failed,cancelled",
+        help="comma-separated row statuses to run again (default: failed,cancelled)",
     )
+    rerun.add_argument("--diarize", action="store_true", help="label speakers (default: as each row recorded)")
     for flag in ("--model", "--compute-type", "--language", "--initial-prompt", "--cache-dir"):
         rerun.add_argument(flag)
     rerun.add_argument("--engine", choices=get_args(EngineName))
@@ -214,55 +216,22 @@ def request_from_args(args: argparse.Namespace) -> BatchRequest:
 
 
 def rerun_request_from_args(args: argparse.Namespace, manifest: Any) -> Any:
-    """The RerunRequest for `batchscribe rerun`: the chosen rows' recorded options, overridden by the flags given."""
-    from flows.rerun_failed import RerunRequest
+    """The RerunRequest for `batchscribe rerun`: each row's recorded options, changed only by the flags given."""
+    from flows.rerun_failed import RerunRequest, output_formats
 
     given = vars(args)
-    statuses = [s.strip() for s in given.get("statuses", "failed").split(",") if s.strip()]
-    chosen = manifest[manifest["status"].isin(statuses)]
-    recorded = chosen.iloc[0] if len(chosen) else None
-    transcribe = _recorded_transcribe_options(recorded)
-    for name in ("model", "engine", "device", "compute_type", "language", "initial_prompt", "beam_size", "batch_size"):
-        if name in given:
-            transcribe[name] = given[name]
-    outputs = _recorded_output_options(recorded)
-    for name in ("max_line_width", "max_line_count", "layout"):
-        if name in given:
-            outputs[name] = given[name]
+    statuses = [s.strip() for s in given.get("statuses", "failed,cancelled").split(",") if s.strip()]
+    names = ("model", "engine", "device", "compute_type", "language", "initial_prompt", "beam_size", "batch_size")
+    transcribe = {name: given[name] for name in names if name in given}
+    outputs = {name: given[name] for name in ("max_line_width", "max_line_count", "layout") if name in given}
     if "formats" in given:
-        outputs["formats"] = _formats(given["formats"])
+        outputs["formats"] = output_formats(given["formats"])
     return RerunRequest(
         manifest=args.output,
         statuses=statuses,
         transcribe=transcribe,
         outputs=outputs,
+        diarize=DiarizeOptions(enabled=True) if given.get("diarize") else None,
         cache_dir=given.get("cache_dir"),
         max_workers=given.get("workers", RerunRequest.model_fields["max_workers"].default),
     )
-
-
-def _recorded_transcribe_options(row: Any) -> dict[str, Any]:
-    import json
-
-    if row is None or not isinstance(row["options"], str):
-        return {}
-    recorded = json.loads(row["options"])
-    return {k: v for k, v in recorded.items() if k in TranscribeOptions.model_fields}
-
-
-def _recorded_output_options(row: Any) -> dict[str, Any]:
-    if row is None:
-        return {}
-    recorded: dict[str, Any] = {}
-    if isinstance(row["formats"], str):
-        recorded["formats"] = _formats(row["formats"])
-    for name in ("max_line_width", "max_line_count"):
-        if present(row[name]):
-            recorded[name] = int(row[name])
-    if isinstance(row["layout"], str):
-        recorded["layout"] = row["layout"]
-    return recorded
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    return ALL_FORMATS if text == "all" else tuple(f.strip() for f in text.split(",") if f.strip())

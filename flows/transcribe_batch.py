@@ -185,6 +185,7 @@ class FilePipeline:
             "compute_type": options.compute_type,
             "options_hash": options.cache_hash(),
             "options": options_json(options),  # what was asked for, until the engine says what ran
+            "diarize": options_json(self.request.diarize) if self.request.diarize.enabled else None,
             "formats": ",".join(outputs.formats),
             "max_line_width": outputs.max_line_width,
             "max_line_count": outputs.max_line_count,
