@@ -1,19 +1,28 @@
-"""One batch of speech windows through CTranslate2's Whisper: encode once, detect, decode, guard, align.
+"""One batch of speech windows through CTranslate2's Whisper: encode once, detect, decode, check, align.
 
 The windows of a batch may come from different files, in different languages and tasks: each row gets
-its own prompt, and the language of a file that has none yet is voted from its rows' detections on the
-same encoder output the decoder then uses. Text is decoded without timestamp tokens (with them, batched
-decoding ends windows early and drops speech) and timed afterwards by cross-attention alignment.
-A window whose decode fails Whisper's checks is decoded again alone with the temperature fallback.
+its own prompt. Text is decoded without timestamp tokens (with them, batched decoding ends windows early
+and drops speech) and timed afterwards by cross-attention alignment.
+
+Every decoded row gets a verdict (`check`): a decoding loop (the same words over and over, or more text
+than the speech can hold), speech that decoded to nothing or to far too little, or a decode too unsure to
+trust. Text that merely compresses well (a menu, a list, a chorus said again) is not a loop. The scheduler
+decodes the rows that fail again as two shorter rows in its next batches, and `second_opinion` keeps the
+better reading; what stays unsure is marked, and words that only one reading has and the model barely
+believes are dropped. Every decode is beam search at temperature 0: the same window gives the same words
+whatever shares its batch, on any run.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import math
+import re
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,13 +31,19 @@ from batchscribe.windows import Window
 
 logger = logging.getLogger(__name__)
 
-COMPRESSION_RATIO_THRESHOLD = 2.4  # Whisper's: above it the text is too repetitive to trust
 LOG_PROB_THRESHOLD = -1.0  # Whisper's: below it the decode is too unsure
 NO_SPEECH_THRESHOLD = 0.6  # Whisper's: above it (with a low log probability) the window is silent
 MIN_TOKENS_PER_S = 0.75  # speech of a long window that decodes to fewer tokens than this is suspect
 DENSITY_MIN_WINDOW_S = 8.0  # ... judged only on windows at least this long
+MAX_TOKENS_PER_S = 12.0  # more text than anyone says in the time: a loop (fast speech is 5-7 tokens a second)
+LOOP_MIN_COPIES = 4  # the same run of tokens this many times in a row is a loop, not a sentence said again ...
+LOOP_MIN_TOKENS = 24  # ... when the copies add up to at least this many tokens
+LOOP_MAX_NGRAM = 24  # longest run of tokens looked at
+UNSURE_WORD_PROBABILITY = 0.3  # in an unsure row, a word below it that only one reading has is dropped
+LANGUAGE_CHECK_MIN_S = 5.0  # a row this long whose own language is another one is marked unsure ...
+LANGUAGE_CHECK_PROBABILITY = 0.9  # ... when the model is at least this sure of the other language
 FRAMES_PER_SECOND = 100  # mel frames
-BEST_OF = 5  # candidates sampled per fallback temperature, as Whisper does
+SAMPLING_SEED = 0  # a first temperature above 0 samples: with a fixed seed, runs repeat
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -45,6 +60,10 @@ class RowRequest:
     temperatures: tuple[float, ...]
 
 
+Verdict = Literal["ok", "silent", "loop", "missing", "sparse", "unsure"]
+SECOND_OPINION: frozenset[str] = frozenset({"loop", "missing", "sparse", "unsure"})  # decoded again as halves
+
+
 @dataclass(frozen=True)
 class RowResult:
     """A decoded window: its words on the file's clock, and how it was decoded."""
@@ -56,8 +75,15 @@ class RowResult:
     compression_ratio: float
     no_speech_prob: float
     temperature: float
-    redecoded: bool  # the coverage guard decoded it again alone
+    redecoded: bool  # the guard decoded it again, as two shorter rows
     seek: int  # where the window starts in the file, in mel frames (100 a second), as openai-whisper's `seek`
+    verdict: Verdict = "ok"
+    unsure: bool = False  # the text stays unsure after every check: a reviewer should listen
+    dropped_words: int = 0  # words dropped as unsupported (one reading only, barely believed)
+
+    @property
+    def text(self) -> str:
+        return "".join(w.word for w in self.words)
 
 
 @dataclass(frozen=True)
@@ -100,34 +126,55 @@ class BatchDecoder:
     def encode(self, features: np.ndarray) -> Any:
         return self.model.encode(features)
 
-    def decode(self, rows: list[RowRequest], languages: list[str], encoded: Any) -> list[RowResult]:
-        """Decode, guard and align every row; `languages` is each row's language, now known."""
+    def decode(
+        self,
+        rows: list[RowRequest],
+        languages: list[str],
+        encoded: Any,
+        detected: list[tuple[str, float]] | None = None,
+    ) -> list[RowResult]:
+        """Decode, check and align every row.
+
+        Args:
+            rows: the batch's rows.
+            languages: each row's language, now known.
+            encoded: the batch's encoder output.
+            detected: each row's own best language and its probability, when detected: a long row whose
+                own language is confidently another one than its file's is marked unsure.
+        """
         tokenizers = [self.tokenizer(r.task, lang) for r, lang in zip(rows, languages)]
         prompts = [self.prompt(tok, r.initial_prompt) for r, tok in zip(rows, tokenizers)]
         first = rows[0]
         results = self._generate(encoded, prompts, first.beam_size, first.temperatures[0], tokenizers[0])
         decoded = [self._decoded(res, tok, first.temperatures[0]) for res, tok in zip(results, tokenizers)]
-        redecoded = [False] * len(rows)
-        for i, (row, result) in enumerate(zip(rows, decoded)):
-            if _needs_fallback(result, row.window, tokenizers[i]) and len(row.temperatures) > 1:
-                alone = encoded if len(rows) == 1 else _rows(encoded, [i])  # its encoder output, not encoded again
-                decoded[i] = self._fallback(row, result, tokenizers[i], prompts[i], alone)
-                redecoded[i] = True
         words = self._align(rows, decoded, tokenizers, encoded)
-        return [
-            RowResult(
-                tuple(w for w, _ in timed),
-                tuple(t for _, t in timed),
-                tuple(d.tokens),
-                d.avg_logprob,
-                d.compression_ratio,
-                d.no_speech_prob,
-                d.temperature,
-                r,
-                round(row.window.file_start_s * FRAMES_PER_SECOND),
+        out = []
+        for i, (row, d, timed) in enumerate(zip(rows, decoded, words)):
+            limit = self.model.max_length - len(prompts[i])
+            verdict = check(d, row.window.duration_s, tokenizers[i].eot, limit)
+            other_language = (
+                detected is not None
+                and row.window.duration_s >= LANGUAGE_CHECK_MIN_S
+                and detected[i][0] != languages[i]
+                and detected[i][1] >= LANGUAGE_CHECK_PROBABILITY
+                and row.task == "transcribe"
             )
-            for timed, d, r, row in zip(words, decoded, redecoded, rows)
-        ]
+            out.append(
+                RowResult(
+                    tuple(w for w, _ in timed),
+                    tuple(t for _, t in timed),
+                    tuple(d.tokens),
+                    d.avg_logprob,
+                    d.compression_ratio,
+                    d.no_speech_prob,
+                    d.temperature,
+                    False,
+                    round(row.window.file_start_s * FRAMES_PER_SECOND),
+                    verdict,
+                    unsure=verdict == "unsure" or other_language,
+                )
+            )
+        return out
 
     def tokenizer(self, task: str, language: str) -> Any:
         from faster_whisper.tokenizer import Tokenizer
@@ -153,15 +200,12 @@ class BatchDecoder:
     def _generate(
         self, encoded: Any, prompts: list[list[int]], beam_size: int, temperature: float, tokenizer: Any
     ) -> list[Any]:
-        if temperature > 0:
-            search = {
-                "beam_size": 1,
-                "num_hypotheses": BEST_OF,
-                "sampling_topk": 0,
-                "sampling_temperature": temperature,
-            }
-        else:
-            search = {"beam_size": beam_size}
+        search: dict[str, Any] = {"beam_size": beam_size}
+        if temperature > 0:  # asked for: sampling, repeatable
+            import ctranslate2
+
+            ctranslate2.set_random_seed(SAMPLING_SEED)
+            search = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
         return self.model.model.generate(
             encoded,
             prompts,
@@ -179,19 +223,6 @@ class BatchDecoder:
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # length_penalty 1, as faster-whisper
         text = tokenizer.decode(tokens).strip()
         return _Decoded(tokens, float(avg_logprob), compression_ratio(text), float(result.no_speech_prob), temperature)
-
-    def _fallback(self, row: RowRequest, first: _Decoded, tokenizer: Any, prompt: list[int], encoded: Any) -> _Decoded:
-        """Decode one window (`encoded`: its own encoder output) again, alone, at each further temperature
-        until one passes Whisper's checks."""
-        tried = [first]
-        for temperature in row.temperatures[1:]:
-            result = self._generate(encoded, [prompt], row.beam_size, temperature, tokenizer)[0]
-            decoded = self._decoded(result, tokenizer, temperature)
-            tried.append(decoded)
-            if not _needs_fallback(decoded, row.window, tokenizer):
-                return decoded
-        fair = [d for d in tried if d.compression_ratio <= COMPRESSION_RATIO_THRESHOLD and d.tokens] or tried
-        return max(fair, key=lambda d: d.avg_logprob)
 
     def _align(
         self, rows: list[RowRequest], decoded: list[_Decoded], tokenizers: list[Any], encoded: Any
@@ -219,17 +250,130 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def _needs_fallback(decoded: _Decoded, window: Window, tokenizer: Any) -> bool:
-    """Whisper's checks, plus: speech (by VAD) that decodes to no text, or to far too little for its length."""
+def check(decoded: _Decoded, duration_s: float, eot: int, max_tokens: int) -> Verdict:
+    """What a decoded row looks like: silent, fine, or worth a second opinion (loop, missing, sparse, unsure)."""
     if decoded.silent():
-        return False
-    text_tokens = [t for t in decoded.tokens if t < tokenizer.eot]
+        return "silent"
+    text_tokens = [t for t in decoded.tokens if t < eot]
     if not text_tokens:
-        return decoded.no_speech_prob <= NO_SPEECH_THRESHOLD
-    if decoded.compression_ratio > COMPRESSION_RATIO_THRESHOLD or decoded.avg_logprob < LOG_PROB_THRESHOLD:
+        return "silent" if decoded.no_speech_prob > NO_SPEECH_THRESHOLD else "missing"
+    if is_loop(text_tokens, duration_s, max_tokens):
+        return "loop"
+    if duration_s >= DENSITY_MIN_WINDOW_S and len(text_tokens) / duration_s < MIN_TOKENS_PER_S:
+        return "sparse"
+    if decoded.avg_logprob < LOG_PROB_THRESHOLD:
+        return "unsure"
+    return "ok"
+
+
+def is_loop(tokens: list[int], duration_s: float, max_tokens: int) -> bool:
+    """A decoding loop: text up to the length limit, more text than the time can hold, or one run of
+    tokens repeated back to back many times. A sentence said again, or a list, is none of these."""
+    if len(tokens) >= 0.95 * max_tokens:
         return True
-    duration_s = window.duration_s
-    return duration_s >= DENSITY_MIN_WINDOW_S and len(text_tokens) / duration_s < MIN_TOKENS_PER_S
+    if len(tokens) >= LOOP_MIN_TOKENS and len(tokens) / max(duration_s, 1.0) > MAX_TOKENS_PER_S:
+        return True
+    return repeated_run(tokens) is not None
+
+
+def repeated_run(items: list) -> tuple[int, int, int] | None:
+    """(start, length, copies) of the first run of `items` repeated back to back at least LOOP_MIN_COPIES
+    times and LOOP_MIN_TOKENS items in all; None when there is none."""
+    for n in range(1, LOOP_MAX_NGRAM + 1):
+        need = max(LOOP_MIN_COPIES, math.ceil(LOOP_MIN_TOKENS / n))
+        for start in range(0, len(items) - n * need + 1):
+            unit = items[start : start + n]
+            copies = 1
+            while items[start + copies * n : start + (copies + 1) * n] == unit:
+                copies += 1
+            if copies >= need:
+                return start, n, copies
+    return None
+
+
+def second_opinion(first: RowResult, halves: list[RowResult]) -> RowResult:
+    """The better of a row's first decode and its decode as two shorter rows (`halves`, in order).
+
+    A loop, or speech that decoded to nothing or too little, takes the halves' reading unless the halves
+    fail too. An unsure row keeps the reading with the higher log probability per token, without the words
+    that only it has and that the model gives less than UNSURE_WORD_PROBABILITY. A loop that nothing
+    mends keeps one copy of what repeats. What is still unsure is marked.
+    """
+    merged = _joined(first, halves)
+    halves_fail = any(h.verdict in SECOND_OPINION for h in halves)
+    if first.verdict == "unsure":
+        chosen, other = (merged, first) if merged.avg_logprob > first.avg_logprob else (first, merged)
+        kept = _supported(chosen, other)
+        unsure = kept.avg_logprob < LOG_PROB_THRESHOLD or any(h.unsure for h in halves)
+        return replace(kept, redecoded=True, unsure=unsure or first.unsure)
+    if not halves_fail:
+        return replace(merged, unsure=first.unsure)
+    if first.verdict == "loop" and (merged.verdict == "loop" or not merged.words):
+        return replace(_without_repeats(first), redecoded=True, unsure=True)
+    chosen = merged if merged.words or not first.words else first
+    return replace(chosen, redecoded=True, unsure=True)
+
+
+def _joined(first: RowResult, halves: list[RowResult]) -> RowResult:
+    tokens = [t for h in halves for t in h.tokens]
+    weights = [max(len(h.tokens), 1) for h in halves]
+    avg_logprob = sum(h.avg_logprob * w for h, w in zip(halves, weights)) / sum(weights)
+    verdicts = [h.verdict for h in halves]
+    verdict = next((v for v in ("loop", "missing", "sparse", "unsure") if v in verdicts), "ok")
+    if all(v == "silent" for v in verdicts):
+        verdict = "silent"
+    text = "".join(h.text for h in halves).strip()
+    return RowResult(
+        tuple(w for h in halves for w in h.words),
+        tuple(t for h in halves for t in h.word_tokens),
+        tuple(tokens),
+        avg_logprob,
+        compression_ratio(text),
+        min(h.no_speech_prob for h in halves),
+        first.temperature,
+        True,
+        first.seek,
+        verdict,
+        unsure=any(h.unsure for h in halves),
+    )
+
+
+def _normalized(word: str) -> str:
+    return re.sub(r"[^\w]+", "", word.lower())
+
+
+def _supported(chosen: RowResult, other: RowResult) -> RowResult:
+    """`chosen` without the words that `other` does not have and the model gives little probability."""
+    mine = [_normalized(w.word) for w in chosen.words]
+    theirs = [_normalized(w.word) for w in other.words]
+    matched = set()
+    for block in difflib.SequenceMatcher(None, mine, theirs, autojunk=False).get_matching_blocks():
+        matched.update(range(block.a, block.a + block.size))
+    keep = [i for i, w in enumerate(chosen.words) if i in matched or w.probability >= UNSURE_WORD_PROBABILITY]
+    if len(keep) == len(chosen.words):
+        return chosen
+    return replace(
+        chosen,
+        words=tuple(chosen.words[i] for i in keep),
+        word_tokens=tuple(chosen.word_tokens[i] for i in keep),
+        tokens=tuple(t for i in keep for t in chosen.word_tokens[i]),
+        dropped_words=chosen.dropped_words + len(chosen.words) - len(keep),
+    )
+
+
+def _without_repeats(result: RowResult) -> RowResult:
+    """`result` with every back-to-back repeat of a looping run of words cut to its first copy."""
+    words, word_tokens = list(result.words), list(result.word_tokens)
+    while (run := repeated_run([_normalized(w.word) for w in words])) is not None:
+        start, n, copies = run
+        del words[start + n : start + n * copies], word_tokens[start + n : start + n * copies]
+    return replace(
+        result,
+        words=tuple(words),
+        word_tokens=tuple(word_tokens),
+        tokens=tuple(t for ts in word_tokens for t in ts),
+        dropped_words=result.dropped_words + len(result.words) - len(words),
+    )
 
 
 def _timed_words(alignment: list[dict], window: Window) -> list[tuple[Word, tuple[int, ...]]]:

@@ -3,9 +3,11 @@
 Each file's transcribe task cuts its audio into speech windows (`batchscribe.windows`), hands them to the
 scheduler of the loaded model and waits for its words; the scheduler's thread takes the oldest windows
 waiting, from any file, up to the batch size, and decodes them together (`batchscribe.decoding`). A file
-whose language is not given gets it from the vote of its rows in the first batch that holds any of them,
-and keeps it. A GPU out-of-memory halves the batch size (for the rest of the process) and decodes the
-same windows again in halves; at batch size 1 the error reaches the file's task, which falls back to the CPU.
+whose language is not given takes the one detected on its first window, and keeps it. A row that fails the
+decoder's checks is cut in two and both halves go to the front of the queue, to be decoded in the next
+batch beside other files' windows; `decoding.second_opinion` then picks the reading. A GPU out-of-memory
+halves the batch size (for the rest of the process) and decodes the same windows again in halves; at batch
+size 1 the error reaches the file's task, which falls back to the CPU.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from batchscribe.decoding import BatchDecoder, RowRequest, RowResult
+from batchscribe.decoding import SECOND_OPINION, BatchDecoder, RowRequest, RowResult, second_opinion
 from batchscribe.errors import is_out_of_memory
-from batchscribe.windows import Window
+from batchscribe.windows import Window, split_window
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ class FileJob:
     name: str
     language: str | None
     language_probability: float = 1.0
-    redecoded: int = 0  # windows the coverage guard decoded again
+    redecoded: int = 0  # windows the guard decoded again, as two shorter rows
+    guard_s: float = 0.0  # this file's share of the batches that decoded them again
     warnings: list[str] = field(default_factory=list)
 
 
@@ -55,6 +58,9 @@ class _Item:
     request: RowRequest
     key: BatchKey
     future: Future = field(default_factory=Future)
+    halves: list[_Item] | None = None  # a second opinion under way: the two shorter rows
+    first: RowResult | None = None  # ... and the row's first reading
+    parent: _Item | None = None  # set on a half
 
 
 class WindowScheduler:
@@ -106,23 +112,66 @@ class WindowScheduler:
         while True:
             batch = self._next_batch()
             try:
-                self._deliver(batch, self._run(batch))
+                self._deliver(batch, self._timed_run(batch))
             except Exception as error:  # noqa: BLE001 - isolate it: each window alone, so one bad file fails alone
                 if len(batch) == 1:  # already alone: decoding it again would fail the same way
-                    batch[0].future.set_exception(error)
+                    self._fail(batch[0], error)
                     continue
                 for item in batch:
                     try:
-                        self._deliver([item], self._run([item]))
+                        self._deliver([item], self._timed_run([item]))
                     except BaseException as error:  # noqa: BLE001 - this window's file hears of it
-                        item.future.set_exception(error)
+                        self._fail(item, error)
 
-    @staticmethod
-    def _deliver(batch: list[_Item], results: list[RowResult]) -> None:
+    def _timed_run(self, batch: list[_Item]) -> list[RowResult]:
+        started = time.perf_counter()
+        results = self._run(batch)
+        share = (time.perf_counter() - started) / len(batch)
+        for item in batch:
+            if item.parent is not None:
+                item.job.guard_s += share
+        return results
+
+    def _fail(self, item: _Item, error: BaseException) -> None:
+        while item.parent is not None:
+            item = item.parent
+        if not item.future.done():
+            item.future.set_exception(error)
+
+    def _deliver(self, batch: list[_Item], results: list[RowResult]) -> None:
+        again: list[_Item] = []
         for item, result in zip(batch, results):
-            if result.redecoded:
-                item.job.redecoded += 1
+            halves = None
+            if item.parent is None and result.verdict in SECOND_OPINION and len(item.request.temperatures) > 1:
+                halves = split_window(item.request.window)
+            if halves is not None:
+                item.first, item.halves = result, [self._half(item, w) for w in halves]
+                again += item.halves
+                continue
+            if item.parent is None:
+                item.future.set_result(result)
+                continue
             item.future.set_result(result)
+            parent = item.parent
+            if parent.halves and all(h.future.done() for h in parent.halves) and not parent.future.done():
+                chosen = second_opinion(parent.first, [h.future.result() for h in parent.halves])
+                parent.job.redecoded += 1
+                parent.future.set_result(chosen)
+        if again:
+            with self._cond:
+                self._queue.extendleft(reversed(again))  # first in the next batches, beside other files' windows
+                self._cond.notify()
+
+    def _half(self, item: _Item, window: Window) -> _Item:
+        request = RowRequest(
+            window,
+            self.decoder.features(window),
+            item.request.task,
+            item.request.initial_prompt,
+            item.request.beam_size,
+            item.request.temperatures,
+        )
+        return _Item(item.job, request, item.key, parent=item)
 
     def _next_batch(self) -> list[_Item]:
         with self._cond:
@@ -159,26 +208,10 @@ class WindowScheduler:
     def _decode(self, batch: list[_Item]) -> list[RowResult]:
         self.batch_sizes.append(len(batch))
         encoded = self.decoder.encode(np.stack([i.request.features for i in batch]))
-        if any(i.job.language is None for i in batch):
-            self._vote(batch, self.decoder.detect([i.request for i in batch], encoded))
-        languages = [i.job.language or "en" for i in batch]
-        return self.decoder.decode([i.request for i in batch], languages, encoded)
-
-    @staticmethod
-    def _vote(batch: list[_Item], detected: list[tuple[str, float]]) -> None:
-        """A file without a language takes the one its rows in this batch detect with the most probability."""
-        votes: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        counts: dict[int, int] = defaultdict(int)
-        jobs = {}
+        detected = self.decoder.detect([i.request for i in batch], encoded)
         for item, (language, probability) in zip(batch, detected):
-            if item.job.language is None:
-                votes[id(item.job)][language] += probability
-                counts[id(item.job)] += 1
-                jobs[id(item.job)] = item.job
-        for key, tally in votes.items():
-            language = max(tally, key=tally.get)
-            job = jobs[key]
-            job.language, job.language_probability = language, tally[language] / counts[key]
-            logger.info(
-                "Detected language '%s' with probability %.2f for %s", language, job.language_probability, job.name
-            )
+            if item.job.language is None and item.request.window.index == 0 and item.parent is None:
+                item.job.language, item.job.language_probability = language, probability
+                logger.info("Detected language '%s' with probability %.2f for %s", language, probability, item.job.name)
+        languages = [i.job.language or "en" for i in batch]
+        return self.decoder.decode([i.request for i in batch], languages, encoded, detected)

@@ -109,7 +109,7 @@ class FasterWhisperEngine(Engine):
             results += [f.result() for f in part]
         transcript = _transcript(job, results, duration_s, options)
         return FileTranscription(
-            transcript, time.perf_counter() - started, windows, job.redecoded, "; ".join(job.warnings)
+            transcript, time.perf_counter() - started, windows, job.redecoded, "; ".join(job.warnings), job.guard_s
         )
 
     def _submit(self, job: FileJob, windows: list, options: TranscribeOptions) -> list[Future]:
@@ -181,6 +181,7 @@ def _transcript(job: FileJob, results: list[RowResult], duration_s: float, optio
                     compression_ratio=result.compression_ratio,
                     no_speech_prob=result.no_speech_prob,
                     words=tuple(words) if options.word_timestamps else (),
+                    unsure=result.unsure,
                 )
             )
     probability = job.language_probability if job.language else 0.0  # nothing heard: no language, no confidence
