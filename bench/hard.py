@@ -177,10 +177,10 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
     model_dir = str(weights.ct2_model_dir("base", cache_dir))
     rows: list[dict] = []
     if name.startswith("b"):
+        from corpus import decode
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         from batchscribe.engines.faster import cpu_threads
-        from corpus import decode
 
         model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads())
         batched = BatchedInferencePipeline(model)
@@ -204,7 +204,6 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
             f = files[i]
             audio = decode_audio(Path(f["path"]), output / "pcm" / (Path(f["path"]).name + ".pcm"))
             result = engine.transcribe_file(Path(audio.path), options)
-            segments = result.transcript.segments
             return i, {
                 "text": result.transcript.text,
                 "windows": result.windows,
@@ -228,7 +227,8 @@ def child(name: str, files: list[dict], out: Path, base_cache: Path) -> dict:
     spec = out / f"spec-{name}.json"
     spec.write_text(json.dumps({"files": files, "cache_dir": str(cache), "output": str(out / "outputs" / name)}))
     result_path = spec.with_suffix(".result.json")
-    proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--spec", str(spec), "--result", str(result_path)])
+    argv = [sys.executable, __file__, "--child", name, "--spec", str(spec), "--result", str(result_path)]
+    proc = subprocess.Popen(argv)
     _, status, _ = os.wait4(proc.pid, 0)
     if status != 0:
         raise SystemExit(f"{name} failed with status {status}")
@@ -242,7 +242,6 @@ def invented(reference: str, hypothesis: str, others: list[str]) -> list[str]:
     """Runs of two or more consecutive hypothesis words that the reference does not have (inserted or
     substituted) and whose word pairs appear in neither the reference nor any other output."""
     import jiwer
-
     from scheduler import words
 
     ref, hyp = words(reference), words(hypothesis)
@@ -274,7 +273,6 @@ def invented(reference: str, hypothesis: str, others: list[str]) -> list[str]:
 
 def score(reference: str, hypothesis: str) -> dict:
     import jiwer
-
     from scheduler import words
 
     out = jiwer.process_words(words(reference), words(hypothesis) or "-")
