@@ -20,11 +20,12 @@ import numpy as np
 
 from batchscribe import weights
 from batchscribe.audio import SAMPLE_RATE
-from batchscribe.decoding import BatchDecoder, RowResult
+from batchscribe.decoding import BatchDecoder
 from batchscribe.engines.base import Engine, FileTranscription
 from batchscribe.errors import gpu_errors
 from batchscribe.longform import pcm_windows
 from batchscribe.options import TranscribeOptions
+from batchscribe.rows import RowResult
 from batchscribe.scheduler import FileJob, WindowScheduler
 from batchscribe.segments import split_words
 from batchscribe.transcript import Segment, Transcript, Word

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batchscribe.decoding import BatchDecoder, RowRequest, is_loop, repeated_run
+from batchscribe.decoding import BatchDecoder
+from batchscribe.guard import is_loop, repeated_run
 from batchscribe.options import TranscribeOptions
+from batchscribe.rows import RowRequest
 from batchscribe.scheduler import FileJob, WindowScheduler
 from batchscribe.windows import speech_windows, split_window
 from tests.voices import SAMPLE_RATE, SOUNDS, _decode, _trim
