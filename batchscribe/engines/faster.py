@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 STREAM_PART_S = 5 * 60  # a long file is read, cut into windows and queued 5 minutes at a time
 PARTS_AHEAD = 1  # parts queued before the oldest one's results are collected (memory: ~30 MB a part)
+QUEUED_AUDIO_S = 40 * 60  # audio queued on the model at once, all files together (memory: ~100 MB a queued hour
+# of features and samples): many short files in flight, a few long ones
 
 
 def cpu_threads() -> int:
@@ -64,6 +66,7 @@ class FasterWhisperEngine(Engine):
         )
         self._scheduler: WindowScheduler | None = None
         self._scheduler_lock = threading.Lock()
+        self._queued = AudioBudget(QUEUED_AUDIO_S)
 
     @property
     def scheduler(self) -> WindowScheduler:
@@ -99,15 +102,21 @@ class FasterWhisperEngine(Engine):
         queued: list[list[Future]] = []
         results: list[RowResult] = []
         windows, duration_s = 0, 0.0
-        for offset_s, samples in parts:
-            cut = speech_windows(samples, vad=options.vad_filter, offset_s=offset_s, first_index=windows)
-            windows += len(cut)
-            queued.append(self._submit(job, cut, options))
-            while len(queued) > PARTS_AHEAD:
-                results += [f.result() for f in queued.pop(0)]
-            duration_s = offset_s + len(samples) / SAMPLE_RATE
-        for part in queued:
-            results += [f.result() for f in part]
+        held: list[float] = []
+        try:
+            for offset_s, samples in parts:
+                cut = speech_windows(samples, vad=options.vad_filter, offset_s=offset_s, first_index=windows)
+                windows += len(cut)
+                held.append(self._queued.acquire(sum(w.duration_s for w in cut)))
+                queued.append(self._submit(job, cut, options))
+                while len(queued) > PARTS_AHEAD:
+                    results += [f.result() for f in queued.pop(0)]
+                    self._queued.release(held.pop(0))
+                duration_s = offset_s + len(samples) / SAMPLE_RATE
+            for part in queued:
+                results += [f.result() for f in part]
+        finally:
+            self._queued.release(sum(held))
         transcript = _transcript(job, results, duration_s, options)
         return FileTranscription(
             transcript, time.perf_counter() - started, windows, job.redecoded, "; ".join(job.warnings), job.guard_s
@@ -160,6 +169,27 @@ class FasterWhisperEngine(Engine):
             duration_s=float(info.duration),
             segments=result,
         )
+
+
+class AudioBudget:
+    """Seconds of audio queued on the model, all files together: a file waits while the budget is spent
+    (a part larger than the whole budget goes alone)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.queued = seconds, 0.0
+        self._cond = threading.Condition()
+
+    def acquire(self, seconds: float) -> float:
+        with self._cond:
+            while self.queued > 0 and self.queued + seconds > self.seconds:
+                self._cond.wait()
+            self.queued += seconds
+            return seconds
+
+    def release(self, seconds: float) -> None:
+        with self._cond:
+            self.queued = max(0.0, self.queued - seconds)
+            self._cond.notify_all()
 
 
 def _transcript(job: FileJob, results: list[RowResult], duration_s: float, options: TranscribeOptions) -> Transcript:
