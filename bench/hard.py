@@ -239,8 +239,9 @@ def child(name: str, files: list[dict], out: Path, base_cache: Path) -> dict:
 
 
 def invented(reference: str, hypothesis: str, others: list[str]) -> list[str]:
-    """Runs of two or more consecutive hypothesis words that the reference does not have (inserted or
-    substituted) and whose word pairs appear in neither the reference nor any other output."""
+    """Inserted phrases: runs of two or more consecutive words that the alignment to the reference inserts
+    (no reference word stands for them) and whose word pairs appear in neither the reference nor any other
+    output. A misheard word (a substitution) is an error, not an invention, and is counted by WER."""
     import jiwer
     from scheduler import words
 
@@ -251,23 +252,14 @@ def invented(reference: str, hypothesis: str, others: list[str]) -> list[str]:
     for text in [ref, *(words(o) for o in others)]:
         tokens = text.split()
         seen.update(zip(tokens, tokens[1:]))
-    out = jiwer.process_words(ref or "-", hyp)
-    matched = [False] * len(hyp.split())
-    for chunk in out.alignments[0]:
-        if chunk.type == "equal":
-            for j in range(chunk.hyp_start_idx, chunk.hyp_end_idx):
-                matched[j] = True
-    tokens, phrases, run = hyp.split(), [], []
-    for j, token in enumerate(tokens):
-        fresh = not matched[j] and (not run or (tokens[j - 1], token) not in seen)
-        if fresh:
-            run.append(token)
-        else:
-            if len(run) >= 2:
-                phrases.append(" ".join(run))
-            run = [token] if not matched[j] else []
-    if len(run) >= 2:
-        phrases.append(" ".join(run))
+    tokens = hyp.split()
+    phrases = []
+    for chunk in jiwer.process_words(ref or "-", hyp).alignments[0]:
+        if chunk.type != "insert" or chunk.hyp_end_idx - chunk.hyp_start_idx < 2:
+            continue
+        run = tokens[chunk.hyp_start_idx : chunk.hyp_end_idx]
+        if any(pair not in seen for pair in zip(run, run[1:])):
+            phrases.append(" ".join(run))
     return phrases
 
 
