@@ -25,6 +25,7 @@ class FileTranscription:
     redecoded_windows: int = 0  # windows the guard decoded again, as two shorter rows
     warning: str = ""
     guard_s: float = 0.0  # model seconds spent decoding windows again (included in model_s)
+    shared_windows: int = 0  # windows decoded in a row shared with other files' windows
 
 
 class Engine(abc.ABC):

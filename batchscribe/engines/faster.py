@@ -118,8 +118,15 @@ class FasterWhisperEngine(Engine):
         finally:
             self._queued.release(sum(held))
         transcript = _transcript(job, results, duration_s, options)
+        shared = sum(1 for r in results if r.shared > 1)
         return FileTranscription(
-            transcript, time.perf_counter() - started, windows, job.redecoded, "; ".join(job.warnings), job.guard_s
+            transcript,
+            time.perf_counter() - started,
+            windows,
+            job.redecoded,
+            "; ".join(job.warnings),
+            job.guard_s,
+            shared,
         )
 
     def _submit(self, job: FileJob, windows: list, options: TranscribeOptions) -> list[Future]:
