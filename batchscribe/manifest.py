@@ -110,6 +110,13 @@ def read_manifest(location: str | Path, storage_options: StorageOptions | None =
     return normalize(pd.read_parquet(io.BytesIO(data)))
 
 
+def known_keys(location: str | Path, storage_options: StorageOptions | None = None) -> dict[str, str]:
+    """Source (as recorded, credentials masked) -> key, for every row of the manifest at `location`: the keys
+    a later run must keep (batchscribe.inputs.assign_keys)."""
+    manifest = read_manifest(location, storage_options).dropna(subset=["source"])
+    return dict(zip(manifest["source"], manifest[KEY], strict=True))
+
+
 def _read_csv(data: bytes) -> pd.DataFrame:
     dates = [name for name, dtype in COLUMNS.items() if dtype.startswith("datetime")]
     dtypes = {name: dtype for name, dtype in COLUMNS.items() if name not in dates}

@@ -25,6 +25,7 @@ from batchscribe.manifest import (
     KEY,
     ManifestWriter,
     artifact_records,
+    known_keys,
     normalize,
     options_json,
     read_manifest,
@@ -67,7 +68,8 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     logger = get_run_logger()
     options = request.transcribe.resolved()
     output_root = storage.output_root(request.output)
-    items = resolve_inputs(all_inputs(request), request.relative_paths, request.storage_options)
+    known = known_keys(output_root, request.storage_options)  # a source already in the manifest keeps its key
+    items = resolve_inputs(all_inputs(request), request.relative_paths, request.storage_options, known)
     logger.info(
         "Transcribing %d files with %s %s (%s) into %s",
         len(items),
