@@ -20,7 +20,7 @@ from batchscribe.rows import LOG_PROB_THRESHOLD, NO_SPEECH_THRESHOLD, SECOND_OPI
 
 MIN_TOKENS_PER_S = 0.75  # speech of a long window that decodes to fewer tokens than this is suspect
 DENSITY_MIN_WINDOW_S = 8.0  # ... judged only on windows at least this long
-MAX_TOKENS_PER_S = 12.0  # more text than anyone says in the time: a loop (fast speech is 5-7 tokens a second)
+MAX_TOKENS_PER_S = 20.0  # more text than anyone says in the time: a loop (fast speech: 6-12 tokens a second)
 LOOP_MIN_COPIES = 4  # the same run of tokens this many times in a row is a loop, not a sentence said again ...
 LOOP_MIN_TOKENS = 24  # ... when the copies add up to at least this many tokens
 LOOP_MAX_NGRAM = 24  # longest run of tokens looked at
