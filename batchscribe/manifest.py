@@ -42,8 +42,9 @@ COLUMNS: dict[str, str] = {
     "options_hash": "string",  # hash of the requested, resolved transcription options (part of the cache key)
     "options": "string",  # the transcription options as they ran (Engine.effective_options), as JSON
     "formats": "string",  # output formats written, comma-separated
-    "max_line_width": "Int64",  # subtitle line width in characters; NULL: unbroken
-    "max_line_count": "Int64",  # lines per subtitle cue; NULL: no limit
+    "subtitle_style": "string",  # SRT/VTT cue rules: netflix, bbc or none (OutputOptions.subtitle_style)
+    "max_line_width": "Int64",  # subtitle line width given; NULL: the style's (unbroken with style none)
+    "max_line_count": "Int64",  # lines per subtitle cue given; NULL: the style's (no limit with style none)
     "layout": "string",  # output naming: "mirror" or "sidecar" (OutputOptions.layout)
     **{f"{fmt}_path": "string" for fmt in ALL_FORMATS},  # relative to the manifest's folder (absolute_paths)
     "started_at": "datetime64[ns, UTC]",  # when the file's way through began (staging)

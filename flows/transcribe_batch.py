@@ -172,6 +172,7 @@ class FilePipeline:
             "options_hash": options.cache_hash(),
             "options": options_json(options),  # what was asked for, until the engine says what ran
             "formats": ",".join(outputs.formats),
+            "subtitle_style": outputs.subtitle_style,
             "max_line_width": outputs.max_line_width,
             "max_line_count": outputs.max_line_count,
             "layout": outputs.layout,
