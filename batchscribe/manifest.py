@@ -57,6 +57,7 @@ COLUMNS: dict[str, str] = {
     "windows": "Int64",  # speech windows the model decoded (0: the engine cuts none of its own)
     "redecoded_windows": "Int64",  # windows whose decode failed Whisper's checks and were decoded again alone
     # Speaker diarization (`--diarize`); NULL without it, or when it failed (see `warning`).
+    "num_speakers": "Int64",  # how many speakers diarization was told to find; NULL: it estimated them
     "speakers": "Int64",  # how many speakers were found (0: no speech)
     "diarize_s": "Float64",  # diarization time
     "rttm_path": "string",

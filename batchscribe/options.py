@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -206,6 +206,12 @@ class BatchRequest(BaseModel):
         description="fsspec options per URL protocol for inputs and outputs, e.g. {'s3': {'endpoint_url': ...}} "
         "or {'ipfs': {'gateway': ...}}. Never logged or written to the manifest; prefer environment credentials.",
         repr=False,
+    )
+    file_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-file options by source (a file, or a folder for the files under it): language, "
+        "initial_prompt, num_speakers (implies diarizing that file). Input-list columns of the same names add "
+        "to these.",
     )
     relative_paths: dict[str, str] | None = Field(
         None,
