@@ -13,9 +13,11 @@ from batchscribe.options import (
     DiarizeOptions,
     EngineName,
     LayoutName,
+    OutputOptions,
     TaskName,
     TranscribeOptions,
 )
+from batchscribe.styles import STYLE_NAMES
 from flows.cli_report import present
 
 DESCRIPTION = "Batch speech recognition: transcribe, re-run and inspect batches; manage the local Prefect server."
@@ -100,8 +102,15 @@ def _add_output_arguments(run: argparse.ArgumentParser) -> None:
         default="all",
         help=f"comma-separated from {','.join(ALL_FORMATS + SPEAKER_FORMATS)}, or all (rttm too with --diarize)",
     )
-    run.add_argument("--max-line-width", type=int, default=None)
-    run.add_argument("--max-line-count", type=int, default=None)
+    run.add_argument(
+        "--subtitle-style",
+        default=OutputOptions.model_fields["subtitle_style"].default,
+        choices=STYLE_NAMES,
+        help="SRT/VTT cues by a broadcaster's line, reading-speed and timing rules: netflix (default), bbc; "
+        "none: one cue per segment",
+    )
+    run.add_argument("--max-line-width", type=int, default=None, help="characters a line (default: the style's)")
+    run.add_argument("--max-line-count", type=int, default=None, help="lines a cue (default: the style's)")
     run.add_argument(
         "--layout",
         default="mirror",
@@ -153,6 +162,7 @@ def _add_rerun_parser(sub: Any) -> None:
         rerun.add_argument(flag, type=int)
     rerun.add_argument("-f", "--formats", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
     rerun.add_argument("--layout", choices=get_args(LayoutName))
+    rerun.add_argument("--subtitle-style", choices=STYLE_NAMES)
     rerun.add_argument("--no-progress", action="store_true", default=False)
     rerun.add_argument("-v", "--verbose", action="store_true", default=False)
 
@@ -179,8 +189,6 @@ def temperatures(start: float, increment: float) -> tuple[float, ...]:
 
 
 def request_from_args(args: argparse.Namespace) -> BatchRequest:
-    from batchscribe.options import OutputOptions
-
     # "all" leaves the default, which gains rttm when diarizing (BatchRequest).
     formats = {} if args.formats == "all" else {"formats": tuple(f.strip() for f in args.formats.split(",") if f)}
     counts = {"num_speakers": args.num_speakers, "min_speakers": args.min_speakers, "max_speakers": args.max_speakers}
@@ -207,7 +215,11 @@ def request_from_args(args: argparse.Namespace) -> BatchRequest:
             batch_size=args.batch_size,
         ),
         outputs=OutputOptions(
-            **formats, max_line_width=args.max_line_width, max_line_count=args.max_line_count, layout=args.layout
+            **formats,
+            subtitle_style=args.subtitle_style,
+            max_line_width=args.max_line_width,
+            max_line_count=args.max_line_count,
+            layout=args.layout,
         ),
         diarize=DiarizeOptions(enabled=args.diarize or bool(counts), **counts),
     )
@@ -226,7 +238,7 @@ def rerun_request_from_args(args: argparse.Namespace, manifest: Any) -> Any:
         if name in given:
             transcribe[name] = given[name]
     outputs = _recorded_output_options(recorded)
-    for name in ("max_line_width", "max_line_count", "layout"):
+    for name in ("subtitle_style", "max_line_width", "max_line_count", "layout"):
         if name in given:
             outputs[name] = given[name]
     if "formats" in given:
@@ -259,8 +271,9 @@ def _recorded_output_options(row: Any) -> dict[str, Any]:
     for name in ("max_line_width", "max_line_count"):
         if present(row[name]):
             recorded[name] = int(row[name])
-    if isinstance(row["layout"], str):
-        recorded["layout"] = row["layout"]
+    for name in ("layout", "subtitle_style"):
+        if isinstance(row.get(name), str):
+            recorded[name] = row[name]
     return recorded
 
 

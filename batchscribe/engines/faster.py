@@ -200,7 +200,7 @@ class AudioBudget:
 
 
 def _transcript(job: FileJob, results: list[RowResult], duration_s: float, options: TranscribeOptions) -> Transcript:
-    """The file's segments, built from its windows' timed words (kept in the output when asked for)."""
+    """The file's segments, built from its windows' timed words (kept: subtitle cues are laid out from them)."""
     segments: list[Segment] = []
     for result in results:
         tokens_of = {id(w): t for w, t in zip(result.words, result.word_tokens)}
@@ -218,7 +218,7 @@ def _transcript(job: FileJob, results: list[RowResult], duration_s: float, optio
                     avg_logprob=result.avg_logprob,
                     compression_ratio=result.compression_ratio,
                     no_speech_prob=result.no_speech_prob,
-                    words=tuple(words) if options.word_timestamps else (),
+                    words=tuple(words),
                     unsure=result.unsure,
                 )
             )
