@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from batchscribe import storage, urls
 from batchscribe.errors import InputError, is_transient
@@ -25,12 +26,21 @@ MEDIA_EXTENSIONS = frozenset(
 )
 
 
+FILE_OPTION_COLUMNS = ("language", "initial_prompt", "num_speakers")  # per-file options a table may carry
+
+
 def read_input_list(location: str, storage_options: StorageOptions | None = None) -> list[str]:
     """The inputs listed in a .txt (one per line, `#` comments), .csv or .parquet file (local or a URL).
 
     Tables use their `source` column (a manifest works as is), else their first column. Relative local
     paths are taken relative to the list's own folder.
     """
+    return [entry for entry, _ in read_input_rows(location, storage_options)]
+
+
+def read_input_rows(location: str, storage_options: StorageOptions | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """`read_input_list`'s inputs, each with the options its table row sets (FILE_OPTION_COLUMNS; a
+    manifest's `options` JSON for `initial_prompt`); empty cells, and every row of a .txt list, set none."""
     import pandas as pd
 
     data = storage.read_bytes(location, storage_options)
@@ -40,12 +50,31 @@ def read_input_list(location: str, storage_options: StorageOptions | None = None
     if suffix in (".csv", ".parquet"):
         table = pd.read_parquet(io.BytesIO(data)) if suffix == ".parquet" else pd.read_csv(io.BytesIO(data))
         column = table["source"] if "source" in table else table.iloc[:, 0]
-        entries = [str(v).strip() for v in column.dropna()]
+        rows = [(str(v).strip(), _row_options(table.loc[i])) for i, v in column.dropna().items()]
     else:
         lines = data.decode("utf-8-sig").splitlines()
-        entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        rows = [(line.strip(), {}) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     base = None if urls.is_url(location) else Path(location).expanduser().resolve().parent
-    return [e if base is None or urls.is_url(e) or Path(e).is_absolute() else str(base / e) for e in entries if e]
+    return [
+        (e if base is None or urls.is_url(e) or Path(e).is_absolute() else str(base / e), options)
+        for e, options in rows
+        if e
+    ]
+
+
+def _row_options(row: Any) -> dict[str, Any]:
+    import json
+
+    import pandas as pd
+
+    options = {name: row[name] for name in FILE_OPTION_COLUMNS if name in row and pd.notna(row[name])}
+    if "initial_prompt" not in options and isinstance(row.get("options"), str):  # a manifest row: what ran
+        if prompt := json.loads(row["options"]).get("initial_prompt"):
+            options["initial_prompt"] = prompt
+    options = {k: v.strip() if isinstance(v, str) else v for k, v in options.items() if str(v).strip()}
+    if "num_speakers" in options:
+        options["num_speakers"] = int(options["num_speakers"])
+    return options
 
 
 def resolve_inputs(

@@ -55,8 +55,9 @@ COLUMNS: dict[str, str] = {
     "options": "string",  # the transcription options as they ran (Engine.effective_options), as JSON
     "diarize": "string",  # the diarization options (DiarizeOptions) as JSON when --diarize ran; NULL without
     "formats": "string",  # output formats written, comma-separated
-    "max_line_width": "Int64",  # subtitle line width in characters; NULL: unbroken
-    "max_line_count": "Int64",  # lines per subtitle cue; NULL: no limit
+    "subtitle_style": "string",  # SRT/VTT cue rules: netflix, bbc or none (OutputOptions.subtitle_style)
+    "max_line_width": "Int64",  # subtitle line width given; NULL: the style's (unbroken with style none)
+    "max_line_count": "Int64",  # lines per subtitle cue given; NULL: the style's (no limit with style none)
     "layout": "string",  # output naming: "mirror" or "sidecar" (OutputOptions.layout)
     **{f"{fmt}_path": "string" for fmt in ALL_FORMATS},  # relative to the manifest's folder (absolute_paths)
     "started_at": "datetime64[ns, UTC]",  # when the file's way through began (staging)
@@ -67,8 +68,12 @@ COLUMNS: dict[str, str] = {
     "realtime_factor": "Float64",  # duration_s / wall_s: audio seconds per wall second (higher is faster)
     "attempts": "Int64",  # task runs it took, retries included
     "windows": "Int64",  # speech windows the model decoded (0: the engine cuts none of its own)
-    "redecoded_windows": "Int64",  # windows whose decode failed Whisper's checks and were decoded again alone
+    "redecoded_windows": "Int64",  # windows that failed the decoder's checks and were decoded again as two rows
+    "guard_s": "Float64",  # model seconds those second decodes took (included in transcribe_s)
+    "unsure_s": "Float64",  # seconds of speech whose text stayed unsure after every check: listen to these
+    "shared_windows": "Int64",  # short windows decoded in a row shared with other files' windows
     # Speaker diarization (`--diarize`); NULL without it, or when it failed (see `warning`).
+    "num_speakers": "Int64",  # how many speakers diarization was told to find; NULL: it estimated them
     "speakers": "Int64",  # how many speakers were found (0: no speech)
     "diarize_s": "Float64",  # diarization time
     "rttm_path": "string",

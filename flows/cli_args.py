@@ -13,9 +13,11 @@ from batchscribe.options import (
     DiarizeOptions,
     EngineName,
     LayoutName,
+    OutputOptions,
     TaskName,
     TranscribeOptions,
 )
+from batchscribe.styles import STYLE_NAMES
 
 DESCRIPTION = "Batch speech recognition: transcribe, re-run and inspect batches; manage the local Prefect server."
 # The CLI's defaults are the options' own (one definition, in batchscribe.options).
@@ -99,8 +101,15 @@ def _add_output_arguments(run: argparse.ArgumentParser) -> None:
         default="all",
         help=f"comma-separated from {','.join(ALL_FORMATS + SPEAKER_FORMATS)}, or all (rttm too with --diarize)",
     )
-    run.add_argument("--max-line-width", type=int, default=None)
-    run.add_argument("--max-line-count", type=int, default=None)
+    run.add_argument(
+        "--subtitle-style",
+        default=OutputOptions.model_fields["subtitle_style"].default,
+        choices=STYLE_NAMES,
+        help="SRT/VTT cues by a broadcaster's line, reading-speed and timing rules: netflix (default), bbc; "
+        "none: one cue per segment",
+    )
+    run.add_argument("--max-line-width", type=int, default=None, help="characters a line (default: the style's)")
+    run.add_argument("--max-line-count", type=int, default=None, help="lines a cue (default: the style's)")
     run.add_argument(
         "--layout",
         default="mirror",
@@ -155,6 +164,7 @@ def _add_rerun_parser(sub: Any) -> None:
         rerun.add_argument(flag, type=int)
     rerun.add_argument("-f", "--formats", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
     rerun.add_argument("--layout", choices=get_args(LayoutName))
+    rerun.add_argument("--subtitle-style", choices=STYLE_NAMES)
     rerun.add_argument("--no-progress", action="store_true", default=False)
     rerun.add_argument("-v", "--verbose", action="store_true", default=False)
 
@@ -181,8 +191,6 @@ def temperatures(start: float, increment: float) -> tuple[float, ...]:
 
 
 def request_from_args(args: argparse.Namespace) -> BatchRequest:
-    from batchscribe.options import OutputOptions
-
     # "all" leaves the default, which gains rttm when diarizing (BatchRequest).
     formats = {} if args.formats == "all" else {"formats": tuple(f.strip() for f in args.formats.split(",") if f)}
     counts = {"num_speakers": args.num_speakers, "min_speakers": args.min_speakers, "max_speakers": args.max_speakers}
@@ -209,7 +217,11 @@ def request_from_args(args: argparse.Namespace) -> BatchRequest:
             batch_size=args.batch_size,
         ),
         outputs=OutputOptions(
-            **formats, max_line_width=args.max_line_width, max_line_count=args.max_line_count, layout=args.layout
+            **formats,
+            subtitle_style=args.subtitle_style,
+            max_line_width=args.max_line_width,
+            max_line_count=args.max_line_count,
+            layout=args.layout,
         ),
         diarize=DiarizeOptions(enabled=args.diarize or bool(counts), **counts),
     )
@@ -223,7 +235,8 @@ def rerun_request_from_args(args: argparse.Namespace, manifest: Any) -> Any:
     statuses = [s.strip() for s in given.get("statuses", "failed,cancelled").split(",") if s.strip()]
     names = ("model", "engine", "device", "compute_type", "language", "initial_prompt", "beam_size", "batch_size")
     transcribe = {name: given[name] for name in names if name in given}
-    outputs = {name: given[name] for name in ("max_line_width", "max_line_count", "layout") if name in given}
+    output_names = ("subtitle_style", "max_line_width", "max_line_count", "layout")
+    outputs = {name: given[name] for name in output_names if name in given}
     if "formats" in given:
         outputs["formats"] = output_formats(given["formats"])
     return RerunRequest(

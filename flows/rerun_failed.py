@@ -144,7 +144,7 @@ def recorded_transcribe_options(row: pd.Series | None) -> dict[str, Any]:
 
 
 def recorded_output_options(row: pd.Series | None) -> dict[str, Any]:
-    """The output options a row recorded: formats, line width and count, layout."""
+    """The output options a row recorded: formats, line width and count, layout, subtitle style."""
     if row is None:
         return {}
     recorded: dict[str, Any] = {}
@@ -153,8 +153,9 @@ def recorded_output_options(row: pd.Series | None) -> dict[str, Any]:
     for name in ("max_line_width", "max_line_count"):
         if not pd.isna(row[name]):
             recorded[name] = int(row[name])
-    if isinstance(row["layout"], str):
-        recorded["layout"] = row["layout"]
+    for name in ("layout", "subtitle_style"):
+        if isinstance(row.get(name), str):
+            recorded[name] = row[name]
     return recorded
 
 

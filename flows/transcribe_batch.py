@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,7 +19,7 @@ from batchscribe import cancel, progress, storage, urls
 from batchscribe.audio import AudioFile
 from batchscribe.diarization import assign_speakers
 from batchscribe.errors import STATUS_FAILED, STATUS_OK, FileCancelledError, row_error
-from batchscribe.inputs import read_input_list, resolve_inputs
+from batchscribe.inputs import read_input_rows, resolve_inputs
 from batchscribe.locks import locked_cache_policy
 from batchscribe.malloc import limit_malloc_arenas
 from batchscribe.manifest import (
@@ -69,7 +70,8 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     options = request.transcribe.resolved()
     output_root = storage.output_root(request.output)
     known = known_keys(output_root, request.storage_options)  # a source already in the manifest keeps its key
-    items = resolve_inputs(all_inputs(request), request.relative_paths, request.storage_options, known)
+    inputs, file_options = inputs_and_file_options(request)
+    items = resolve_inputs(inputs, request.relative_paths, request.storage_options, known)
     logger.info(
         "Transcribing %d files with %s %s (%s) into %s",
         len(items),
@@ -80,7 +82,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     )
 
     progress.batch_started(len(items))
-    pipeline = file_pipeline(request, options, output_root, [item.relative_path for item in items])
+    pipeline = file_pipeline(request, options, output_root, [item.relative_path for item in items], file_options)
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     rows: list[dict[str, Any]] = []
     pool = ThreadPoolExecutor(request.max_workers, thread_name_prefix="batchscribe-file")
@@ -120,13 +122,20 @@ def cancelled_row(item: InputItem) -> dict[str, Any]:
     return {"source": urls.redact(item.source), "relative_path": item.relative_path, **row_error(error)}
 
 
-def file_pipeline(request: BatchRequest, options: TranscribeOptions, output_root: str, keys: list[str]) -> FilePipeline:
+def file_pipeline(
+    request: BatchRequest,
+    options: TranscribeOptions,
+    output_root: str,
+    keys: list[str],
+    file_options: dict[str, dict[str, Any]] | None = None,
+) -> FilePipeline:
     """The batch's per-file pipeline, its cached tasks storing results under `<cache-dir>/results`.
 
     One worker at a time computes a cache key, across processes sharing the cache (the others wait, then hit).
     """
     cache_dir = request.cache_path()
     results = cache_dir / "results"
+    diarizes = request.diarize.enabled or any("num_speakers" in o for o in (file_options or {}).values())
 
     def cached(task: Task, key_fn: Any) -> Task:
         return task.with_options(result_storage=results, cache_policy=locked_cache_policy(key_fn, cache_dir))
@@ -139,7 +148,8 @@ def file_pipeline(request: BatchRequest, options: TranscribeOptions, output_root
         extract=cached(extract_audio, audio_cache_key),
         transcribe=cached(transcribe_audio, transcribe_cache_key),
         full_names=sidecar_full_names(request, keys, output_root),
-        diarize=cached(diarize_audio, diarize_cache_key) if request.diarize.enabled else None,
+        diarize=cached(diarize_audio, diarize_cache_key) if diarizes else None,
+        file_options=file_options or {},
     )
 
 
@@ -153,8 +163,22 @@ def sidecar_full_names(request: BatchRequest, keys: list[str], output_root: str)
 
 def all_inputs(request: BatchRequest) -> list[str]:
     """The request's inputs followed by those its input lists name."""
-    listed = [entry for location in request.input_lists for entry in read_input_list(location, request.storage_options)]
-    return [*request.inputs, *listed]
+    return inputs_and_file_options(request)[0]
+
+
+def inputs_and_file_options(request: BatchRequest) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The request's inputs followed by those its input lists name, and the per-file options by source:
+    the request's own `file_options`, then those the lists' rows carry."""
+    listed = [row for location in request.input_lists for row in read_input_rows(location, request.storage_options)]
+    options = {_source_key(source): dict(o) for source, o in request.file_options.items()}
+    for source, row in listed:
+        if row:
+            options.setdefault(_source_key(source), {}).update(row)
+    return [*request.inputs, *(source for source, _ in listed)], options
+
+
+def _source_key(source: str) -> str:
+    return source if urls.is_url(source) else os.path.realpath(os.path.expanduser(source))
 
 
 @dataclass(frozen=True)
@@ -173,9 +197,34 @@ class FilePipeline:
     transcribe: Task
     full_names: frozenset[str] = frozenset()  # sidecar layout: inputs that keep their full name (collisions)
     diarize: Task | None = None  # None: no speaker labels
+    file_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-file options by source key
+
+    def for_item(self, item: InputItem) -> FilePipeline:
+        """This pipeline with `item`'s own options (language, initial_prompt, num_speakers) applied."""
+        key, found = _source_key(item.source), {}
+        for source in sorted(self.file_options, key=len):  # a folder's options, then a deeper one's, then the file's
+            if key == source or key.startswith(source.rstrip(os.sep) + os.sep):
+                found.update(self.file_options[source])
+        if not found:
+            return self
+        transcribe = {k: v for k, v in found.items() if k in ("language", "initial_prompt")}
+        options = TranscribeOptions.model_validate({**self.options.model_dump(), **transcribe}).resolved()
+        request = self.request
+        if "num_speakers" in found:
+            diarize = request.diarize.model_copy(update={"enabled": True, "num_speakers": int(found["num_speakers"])})
+            request = request.model_copy(update={"diarize": diarize})
+        return replace(self, options=options, request=request)
 
     def run(self, item: InputItem) -> dict[str, Any]:
         """The manifest row for `item`."""
+        if self.file_options:
+            pipeline = self.for_item(item)
+            if pipeline is not self:
+                return pipeline.run_as_is(item)
+        return self.run_as_is(item)
+
+    def run_as_is(self, item: InputItem) -> dict[str, Any]:
+        """The manifest row for `item`, with this pipeline's options."""
         options, outputs = self.options, self.request.outputs
         row: dict[str, Any] = {
             "source": urls.redact(item.source),
@@ -187,6 +236,7 @@ class FilePipeline:
             "options": options_json(options),  # what was asked for, until the engine says what ran
             "diarize": options_json(self.request.diarize) if self.request.diarize.enabled else None,
             "formats": ",".join(outputs.formats),
+            "subtitle_style": outputs.subtitle_style,
             "max_line_width": outputs.max_line_width,
             "max_line_count": outputs.max_line_count,
             "layout": outputs.layout,
@@ -228,7 +278,9 @@ class FilePipeline:
         transcript = result.transcript
         if diarized is not None:
             transcript = assign_speakers(transcript, diarized.turns)
-            row.update(speakers=diarized.speakers, diarize_s=diarized.diarize_s)
+            row.update(
+                speakers=diarized.speakers, diarize_s=diarized.diarize_s, num_speakers=request.diarize.num_speakers
+            )
 
         formats = tuple(f for f in request.outputs.formats if diarized or f not in SPEAKER_FORMATS)  # turns or none
         outputs = request.outputs.model_copy(update={"formats": formats})
@@ -253,7 +305,7 @@ class FilePipeline:
 
     def _diarize(self, staged: StagedFile, audio: AudioFile) -> tuple[DiarizeResult | None, str]:
         """The file's speaker turns, or None and a warning saying why not: a failure here fails only this stage."""
-        if self.diarize is None:
+        if self.diarize is None or not self.request.diarize.enabled:
             return None, ""
         state = self.diarize(staged, audio, self.request.diarize, self.cache_dir, return_state=True)
         if state.is_completed():
@@ -281,6 +333,9 @@ def _transcribed_columns(
         options_hash=result.options_hash,
         windows=result.windows,
         redecoded_windows=result.redecoded_windows,
+        guard_s=result.guard_s,
+        unsure_s=transcript.unsure_s,
+        shared_windows=result.shared_windows,
         started_at=started_at,
         finished_at=result.finished_at,
         transcribe_s=result.transcribe_s,
