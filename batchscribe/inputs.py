@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import os
-from dataclasses import replace
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -74,7 +75,10 @@ def _row_options(row: Any) -> dict[str, Any]:
 
 
 def resolve_inputs(
-    inputs: list[str], relative_paths: dict[str, str] | None = None, storage_options: StorageOptions | None = None
+    inputs: list[str],
+    relative_paths: dict[str, str] | None = None,
+    storage_options: StorageOptions | None = None,
+    known: Mapping[str, str] | None = None,
 ) -> list[InputItem]:
     """Expand files, folders (recursively, media files only) and globs into one item per file.
 
@@ -83,6 +87,8 @@ def resolve_inputs(
     with no media becomes an item carrying its error, so it ends as a manifest row of its own.
     `relative_paths` (source -> relative path) pins the relative path of the sources it names, so a rerun of
     some rows of a manifest keeps their keys whatever folder the rerun's inputs have in common.
+    `known` (source as the manifest records it -> its key) are the output's manifest rows: a source already
+    there keeps its key, and a new source never takes a key another source holds (docs/keys.md).
     URLs expand too (see `expand_url`): `ipfs://CID[/path]` to the media files under it (verified), a
     folder-like fsspec URL (`s3://bucket/prefix/`, `memory://dir`) or a glob to its media files, any other
     URL (`https://...`) to itself. `storage_options` holds fsspec options per protocol (never logged).
@@ -91,10 +97,11 @@ def resolve_inputs(
     roots: list[Path] = []
     remote: list[InputItem] = []
     for raw in inputs:
-        if urls.is_url(raw):
+        location = urls.parse(raw)
+        if location.is_remote:
             remote.extend(expand_url(raw, storage_options))
             continue
-        raw = urls.local_path(raw)
+        raw = location.path
         path = Path(raw).expanduser()
         if glob.has_magic(raw):
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
@@ -121,10 +128,41 @@ def resolve_inputs(
             rel = safe_relative(file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name)
             error = "" if file.exists() or file.is_symlink() else f"file not found: {source}"
             items.setdefault(source, InputItem(source, rel, error))
-    pinned = relative_paths or {}
-    return [
-        replace(i, relative_path=safe_relative(pinned[i.source])) if i.source in pinned else i for i in items.values()
-    ]
+    return assign_keys(list(items.values()), relative_paths or {}, known or {})
+
+
+def assign_keys(items: list[InputItem], pinned: Mapping[str, str], known: Mapping[str, str]) -> list[InputItem]:
+    """Each item's final key: pinned by the request, else the one the manifest already holds for its source,
+    else its own, made longer (more parent folders, else a hash of the source) while another source holds it."""
+    holders: dict[str, str] = {key: source for source, key in known.items()}  # key -> the source holding it
+    keys: dict[str, str] = {}
+    for item in items:  # first the keys that are already decided
+        recorded = urls.redact(item.source)
+        if item.source in pinned or recorded in known:
+            keys[item.source] = safe_relative(pinned[item.source]) if item.source in pinned else known[recorded]
+            holders.setdefault(keys[item.source], recorded)
+    for item in items:
+        if item.source not in keys:
+            keys[item.source] = _free_key(item, holders)
+            holders[keys[item.source]] = urls.redact(item.source)
+    return [InputItem(item.source, keys[item.source], item.error) for item in items]
+
+
+def _free_key(item: InputItem, holders: Mapping[str, str]) -> str:
+    recorded = urls.redact(item.source)
+    candidates = [item.relative_path]
+    location = urls.parse(item.source)
+    if not location.is_remote:  # more of the file's own path: 2024/a.mp3, data/2024/a.mp3, ...
+        parts = Path(location.path).parts[1:]
+        depth = len(item.relative_path.split("/"))
+        candidates += [safe_relative("/".join(parts[-n:])) for n in range(depth + 1, len(parts) + 1)]
+    for key in candidates:
+        if holders.get(key, recorded) == recorded:
+            return key
+    folder, _, name = item.relative_path.rpartition("/")
+    stem, dot, suffix = name.rpartition(".") if "." in name else (name, "", "")
+    tagged = f"{stem}~{hashlib.sha256(recorded.encode()).hexdigest()[:8]}{dot}{suffix}"
+    return f"{folder}/{tagged}" if folder else tagged
 
 
 def expand_url(url: str, storage_options: StorageOptions | None = None) -> list[InputItem]:
@@ -134,7 +172,7 @@ def expand_url(url: str, storage_options: StorageOptions | None = None) -> list[
     the CID and the path inside it (`ipfs://CID/a/x.mp3` -> `CID/a/x.mp3`), so outputs mirror the source.
     """
     try:
-        if urls.protocol(url) == "ipfs":
+        if urls.parse(url).protocol == "ipfs":
             return _expand_ipfs(url, storage_options)
         return _expand_fsspec(url, storage_options)
     except Exception as e:  # noqa: BLE001 - any listing failure becomes that input's row
@@ -159,7 +197,7 @@ def _expand_ipfs(url: str, storage_options: StorageOptions | None) -> list[Input
 
 
 def _expand_fsspec(url: str, storage_options: StorageOptions | None) -> list[InputItem]:
-    if urls.protocol(url) in ("http", "https"):
+    if urls.parse(url).protocol in ("http", "https"):
         return [InputItem(url, urls.relative_path(url))]  # a web server has no listing to trust
     fs, path = storage.filesystem(url, storage_options)
     if glob.has_magic(path):

@@ -55,7 +55,10 @@ COLUMNS: dict[str, str] = {
     "realtime_factor": "Float64",  # duration_s / wall_s: audio seconds per wall second (higher is faster)
     "attempts": "Int64",  # task runs it took, retries included
     "windows": "Int64",  # speech windows the model decoded (0: the engine cuts none of its own)
-    "redecoded_windows": "Int64",  # windows whose decode failed Whisper's checks and were decoded again alone
+    "redecoded_windows": "Int64",  # windows that failed the decoder's checks and were decoded again as two rows
+    "guard_s": "Float64",  # model seconds those second decodes took (included in transcribe_s)
+    "unsure_s": "Float64",  # seconds of speech whose text stayed unsure after every check: listen to these
+    "shared_windows": "Int64",  # short windows decoded in a row shared with other files' windows
     # Speaker diarization (`--diarize`); NULL without it, or when it failed (see `warning`).
     "num_speakers": "Int64",  # how many speakers diarization was told to find; NULL: it estimated them
     "speakers": "Int64",  # how many speakers were found (0: no speech)
@@ -107,6 +110,13 @@ def read_manifest(location: str | Path, storage_options: StorageOptions | None =
     if path.endswith(".csv"):
         return _read_csv(data)
     return normalize(pd.read_parquet(io.BytesIO(data)))
+
+
+def known_keys(location: str | Path, storage_options: StorageOptions | None = None) -> dict[str, str]:
+    """Source (as recorded, credentials masked) -> key, for every row of the manifest at `location`: the keys
+    a later run must keep (batchscribe.inputs.assign_keys)."""
+    manifest = read_manifest(location, storage_options).dropna(subset=["source"])
+    return dict(zip(manifest["source"], manifest[KEY], strict=True))
 
 
 def _read_csv(data: bytes) -> pd.DataFrame:

@@ -189,11 +189,11 @@ class BatchRequest(BaseModel):
         None, description="Cached task results, weights and decoded audio; default ~/.cache/batchscribe."
     )
     max_workers: int = Field(
-        8,
+        32,
         ge=1,
-        le=64,
+        le=256,
         description="Files in flight at once: fetched, decoded and transcribed concurrently (their speech "
-        "windows share the model's batches, so fewer workers than the batch size leave batches part-empty).",
+        "windows share the model's batches, and short files share rows: many short files in flight fill them).",
     )
     max_input_bytes: int | None = Field(
         None,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from batchscribe import storage, urls
 from batchscribe.errors import STATUS_OK
 from batchscribe.inputs import resolve_inputs
-from batchscribe.manifest import KEY, artifact_records, read_manifest
+from batchscribe.manifest import KEY, artifact_records, known_keys, read_manifest
 from batchscribe.media import InputItem
 from batchscribe.options import BatchRequest
 from flows.transcribe_batch import ARTIFACT_ROWS, all_inputs
@@ -72,7 +72,8 @@ def transcribe_fan_out(request: FanOutRequest) -> pd.DataFrame:
     logger = get_run_logger()
     batch = request.batch
     output_root = storage.output_root(batch.output)
-    items = resolve_inputs(all_inputs(batch), batch.relative_paths, batch.storage_options)
+    known = known_keys(output_root, batch.storage_options)
+    items = resolve_inputs(all_inputs(batch), batch.relative_paths, batch.storage_options, known)
     parts = split(items, request.chunks)
     if len(parts) > 1 and urls.is_url(output_root):
         raise ValueError(f"{output_root}: remote outputs have no manifest lock; use chunks=1 or a shared folder")

@@ -26,6 +26,7 @@ from batchscribe.manifest import (
     KEY,
     ManifestWriter,
     artifact_records,
+    known_keys,
     normalize,
     options_json,
     read_manifest,
@@ -70,8 +71,9 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     logger = get_run_logger()
     options = request.transcribe.resolved()
     output_root = storage.output_root(request.output)
+    known = known_keys(output_root, request.storage_options)  # a source already in the manifest keeps its key
     inputs, file_options = inputs_and_file_options(request)
-    items = resolve_inputs(inputs, request.relative_paths, request.storage_options)
+    items = resolve_inputs(inputs, request.relative_paths, request.storage_options, known)
     logger.info(
         "Transcribing %d files with %s %s (%s) into %s",
         len(items),
@@ -326,6 +328,9 @@ def _transcribed_columns(
         options_hash=result.options_hash,
         windows=result.windows,
         redecoded_windows=result.redecoded_windows,
+        guard_s=result.guard_s,
+        unsure_s=transcript.unsure_s,
+        shared_windows=result.shared_windows,
         started_at=started_at,
         finished_at=result.finished_at,
         transcribe_s=result.transcribe_s,
