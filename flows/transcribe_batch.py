@@ -157,11 +157,6 @@ def sidecar_full_names(request: BatchRequest, keys: list[str], output_root: str)
     return frozenset(sidecar_collisions([*keys, *earlier]))
 
 
-def all_inputs(request: BatchRequest) -> list[str]:
-    """The request's inputs followed by those its input lists name."""
-    return inputs_and_file_options(request)[0]
-
-
 def inputs_and_file_options(request: BatchRequest) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """The request's inputs followed by those its input lists name, and the per-file options by source:
     the request's own `file_options`, then those the lists' rows carry."""
