@@ -10,14 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from batchscribe import segments
+
 SENTENCE_END_COST = 0.0
 CLAUSE_END_COST = 1.0
 BEFORE_CONJUNCTION_COST = 2.0
 PLAIN_COST = 4.0
 BAD_BREAK_COST = 12.0  # after an article, preposition or the first part of a name
 
-SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？", "؟", "।", '."', '?"', '!"', ".»", "?»")
-CLAUSE_ENDS = (",", ";", ":", "-", "–", "—", ")", "，", "、", "；", "：")
+SENTENCE_ENDS = (*segments.SENTENCE_ENDS, '."', '?"', '!"', ".»", "?»")  # also before a closing quote
+CLAUSE_ENDS = (*segments.CLAUSE_ENDS, "-", "–", "—", ")")
 
 # Words a line should not end on (their phrase goes on): articles, determiners, prepositions, pronoun
 # subjects, auxiliaries, and conjunctions (a line starts with one, it does not end with one).
