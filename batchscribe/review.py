@@ -1,8 +1,9 @@
 """The review queue: which transcripts a person should check first, and why.
 
 A file is flagged for each sign that its transcript may be wrong: a low mean word confidence (from the
-segments dataset), windows that failed Whisper's checks and were decoded again, a warning in its row (a
-truncated input, a failed diarization), or a detected language the model was unsure of. Files with more
+segments dataset), windows that failed Whisper's checks and were decoded again, speech whose text stayed
+unsure after every check (`unsure_s`), a warning in its row (a truncated input, a failed diarization), or a
+detected language the model was unsure of. Files with more
 signs come first, then the least confident.
 """
 
@@ -54,6 +55,9 @@ def review_queue(manifest: Any, confidence: dict[str, float]) -> Any:
             reasons.append(f"low confidence ({score:.2f})")
         if pd.notna(row.redecoded_windows) and row.redecoded_windows > 0:
             reasons.append(f"{row.redecoded_windows} of {row.windows} windows decoded again")
+        unsure_s = getattr(row, "unsure_s", None)
+        if pd.notna(unsure_s) and unsure_s > 0:
+            reasons.append(f"{unsure_s:.1f} s of speech still unsure")
         if isinstance(row.warning, str) and row.warning:
             reasons.append(f"warning: {row.warning}")
         probability = row.language_probability

@@ -24,7 +24,7 @@ def test_flagged_files_come_first_by_number_of_reasons_then_confidence(tmp_path)
             _row("clean.mp3"),
             _row("mumbled.mp3"),
             _row("worst.mp3", redecoded_windows=2, language_probability=0.41, language="cy"),
-            _row("cut.mp3", warning="truncated: decoded up to the damage"),
+            _row("cut.mp3", warning="truncated: decoded up to the damage", unsure_s=2.5),
             _row("broken.mp3", status="failed", error="not audio"),
         ]
     )
@@ -35,11 +35,11 @@ def test_flagged_files_come_first_by_number_of_reasons_then_confidence(tmp_path)
     assert confidence["mumbled.mp3"] == 0.35 and set(confidence) == {"clean.mp3", "mumbled.mp3", "worst.mp3", "cut.mp3"}
 
     queue = review_queue(manifest, confidence)
-    assert list(queue["relative_path"]) == ["worst.mp3", "mumbled.mp3", "cut.mp3"]  # failed rows are listed apart
+    assert list(queue["relative_path"]) == ["worst.mp3", "cut.mp3", "mumbled.mp3"]  # failed rows are listed apart
     assert queue.loc[0, "reasons"] == (
         "low confidence (0.55); 2 of 4 windows decoded again; language cy at probability 0.41"
     )
-    assert queue.loc[2, "reasons"] == "warning: truncated: decoded up to the damage"
+    assert queue.loc[1, "reasons"] == "2.5 s of speech still unsure; warning: truncated: decoded up to the damage"
 
 
 def test_confidence_is_weighted_by_segment_duration(tmp_path) -> None:
