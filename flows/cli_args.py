@@ -87,7 +87,9 @@ def _add_transcribe_arguments(run: argparse.ArgumentParser) -> None:
         help="step up to 1.0 when decoding fails its checks; 0 disables fallback",
     )
     run.add_argument("--initial-prompt", default=None)
-    run.add_argument("--word-timestamps", action="store_true")
+    run.add_argument(
+        "--word-timestamps", action="store_true", help="openai-whisper: time words (faster-whisper always does)"
+    )
     run.add_argument("--no-vad", dest="vad_filter", action="store_false", help="do not skip silence (faster-whisper)")
     run.add_argument(
         "--batch-size",
