@@ -54,3 +54,12 @@ def test_a_file_written_again_keeps_only_its_latest_rows_and_parts_compact(tmp_p
 
 def test_an_empty_folder_reads_as_an_empty_table(tmp_path) -> None:
     assert read_segments(str(tmp_path)).num_rows == 0
+
+
+def test_a_remote_output_folder_holds_the_dataset_too() -> None:
+    out = "memory://segments-test/out"
+    with SegmentsWriter(out, min_interval_s=0.0) as writer:
+        writer.add("a.mp3", _transcript("Over the wire.", "And back."))
+    assert [p.rsplit("/", 2)[-2] for p in part_files(out)] == [SEGMENTS_DIR]
+    assert read_segments(out).column("text").to_pylist() == ["Over the wire.", "And back."]
+    assert compact(out) is None  # one part: nothing to merge
