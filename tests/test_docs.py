@@ -17,5 +17,7 @@ def test_docs_build_strict(tmp_path) -> None:
     assert {"index.html", "subtitles/index.html", "search/index.html", "performance/index.html"} <= pages
 
 
-def test_the_readme_draft_stays_short() -> None:
-    assert len((ROOT / "docs" / "README-draft.md").read_text(encoding="utf-8").splitlines()) < 300
+def test_the_readme_stays_short() -> None:
+    draft = ROOT / "docs" / "README-draft.md"  # the README to be, while it is a draft
+    readme = draft if draft.exists() else ROOT / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) < 300
