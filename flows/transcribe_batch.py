@@ -194,9 +194,10 @@ class FilePipeline:
     def for_item(self, item: InputItem) -> FilePipeline:
         """This pipeline with `item`'s own options (language, initial_prompt, num_speakers) applied."""
         key, found = _source_key(item.source), {}
-        for source in sorted(self.file_options, key=len):  # a folder's options, then a deeper one's, then the file's
-            if key == source or key.startswith(source.rstrip(os.sep) + os.sep):
-                found.update(self.file_options[source])
+        sep = "/" if urls.is_url(key) else os.sep
+        parts = key.split(sep)
+        for depth in range(1, len(parts) + 1):  # a folder's options, then a deeper one's, then the file's
+            found.update(self.file_options.get(sep.join(parts[:depth]), {}))
         if not found:
             return self
         transcribe = {k: v for k, v in found.items() if k in ("language", "initial_prompt")}
