@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--review", type=int, default=20, metavar="N", help="list the N files to check first (0: none; default 20)"
     )
     search = sub.add_parser("search", help="find a phrase in OUT's segments: prints file, time and line")
-    search.add_argument("output", metavar="OUT", help="an output folder (its segments/ dataset is searched)")
+    search.add_argument("output", metavar="OUT", help="an output folder (or its manifest), whose segments/ is searched")
     search.add_argument("phrase", help="words to find, in order, anywhere in a segment (case ignored)")
     search.add_argument("--format", default="text", choices=["text", "csv"], help="csv: a header, then one hit a row")
     search.add_argument("--limit", type=int, default=None, metavar="N", help="print at most N hits")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 from typing import Any
 
@@ -78,7 +79,10 @@ def search(args: argparse.Namespace) -> int:
     """`batchscribe search OUT PHRASE`: the segments that hold PHRASE; exit 1 when none does (like grep)."""
     from batchscribe.search import search_segments
 
-    hits = search_segments(args.output, args.phrase, limit=args.limit)
+    root = args.output
+    if root.endswith((".parquet", ".csv")):  # a manifest named directly: its folder
+        root = root.rsplit("/", 1)[0] if "://" in root else os.path.dirname(os.path.abspath(root))
+    hits = search_segments(root, args.phrase, limit=args.limit)
     sys.stdout.write(hits_csv(hits) if args.format == "csv" else hits_text(hits))
     return 0 if hits.num_rows else 1
 
