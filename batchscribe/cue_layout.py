@@ -113,14 +113,19 @@ def layout_styled(
     most_chars = style.max_line_chars * style.max_lines
     best: list[tuple[float, int]] = [(0.0, 0)] + [(float("inf"), 0)] * n  # (cost, start of the last cue)
     for j in range(1, n + 1):
-        chars = 0
+        span = _Span(j - 1, j, 0, tokens[j - 1].end_ms, 0)
         for i in range(j - 1, -1, -1):
-            chars += len(tokens[i].text)
-            if i < j - 1 and (chars > most_chars + 1 or tokens[i].speaker != tokens[j - 1].speaker):
+            if i < j - 1:  # grow the span by one word to the left
+                pause_ms = tokens[i + 1].start_ms - tokens[i].end_ms
+                if tokens[i].speaker != tokens[j - 1].speaker or pause_ms > MAX_PAUSE_IN_CUE_S * 1000:
+                    break
+                span = _Span(
+                    i, j, span.chars, max(span.speech_end_ms, tokens[i].end_ms), span.pause_ms + max(0, pause_ms)
+                )
+            span = _Span(i, j, span.chars + len(tokens[i].text), span.speech_end_ms, span.pause_ms)
+            if i < j - 1 and span.chars > most_chars + 1:
                 break
-            if i < j - 1 and tokens[i + 1].start_ms - tokens[i].end_ms > MAX_PAUSE_IN_CUE_S * 1000:
-                break
-            cost = _cue_cost(tokens, costs, i, j, style, end_ms, label)
+            cost = _cue_cost(tokens, costs, span, style, end_ms, label)
             if cost is not None and best[i][0] + cost < best[j][0]:
                 best[j] = (best[i][0] + cost, i)
     starts, j = [], n
@@ -128,8 +133,25 @@ def layout_styled(
         starts.append(best[j][1])
         j = best[j][1]
     bounds = list(zip(reversed(starts), [*reversed(starts[:-1]), n]))
-    cues = [_cue(tokens, costs, i, j, style, end_ms, label) for i, j in bounds]
-    return _lead(cues, [_needed_ms(tokens, i, j, style, len(label(tokens[i].speaker))) for i, j in bounds], style)
+    cues = [_cue(tokens, costs, _span(tokens, i, j), style, end_ms, label) for i, j in bounds]
+    needed = [_needed_ms(tokens, _span(tokens, i, j), style, len(label(tokens[i].speaker))) for i, j in bounds]
+    return _lead(cues, needed, style)
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Candidate cue tokens[i:j] with what its cost needs, grown a word at a time."""
+
+    i: int
+    j: int
+    chars: int  # characters of its tokens, leading spaces included
+    speech_end_ms: int  # when its last word ends
+    pause_ms: int  # silence between its words
+
+
+def _span(tokens: Sequence[TimedToken], i: int, j: int) -> _Span:
+    pause_ms = sum(max(0, tokens[k + 1].start_ms - tokens[k].end_ms) for k in range(i, j - 1))
+    return _Span(i, j, sum(len(t.text) for t in tokens[i:j]), max(t.end_ms for t in tokens[i:j]), pause_ms)
 
 
 def _lead(cues: list[StyledCue], needed: list[int], style: SubtitleStyle) -> list[StyledCue]:
@@ -161,65 +183,70 @@ def _boundary_cost(before: TimedToken, after: TimedToken, style: SubtitleStyle) 
 
 
 def _times(
-    tokens: Sequence[TimedToken], i: int, j: int, style: SubtitleStyle, end_ms: int, needed_ms: int
+    tokens: Sequence[TimedToken], span: _Span, style: SubtitleStyle, end_ms: int, needed_ms: int
 ) -> tuple[int, int]:
     """A cue's in and out times: extended for reading, chained across short gaps, never into the next speech."""
-    start = tokens[i].start_ms
-    speech_end = max(t.end_ms for t in tokens[i:j])
-    latest = tokens[j].start_ms - style.min_gap_ms if j < len(tokens) else max(end_ms, speech_end)
+    start = tokens[span.i].start_ms
+    latest = tokens[span.j].start_ms - style.min_gap_ms if span.j < len(tokens) else max(end_ms, span.speech_end_ms)
     latest = min(latest, start + style.max_duration_ms)
-    end = max(speech_end, start + needed_ms)
+    end = max(span.speech_end_ms, start + needed_ms)
     if latest - end < style.close_gap_s * 1000:
         end = latest
     return start, max(min(end, latest), start)
 
 
-def _needed_ms(tokens: Sequence[TimedToken], i: int, j: int, style: SubtitleStyle, label_chars: int) -> int:
-    chars = label_chars + sum(len(t.text) for t in tokens[i:j]) - (1 if tokens[i].text.startswith(" ") else 0)
-    words = j - i if not style.no_spaces else max(1, round(chars / 3))
+def _needed_ms(tokens: Sequence[TimedToken], span: _Span, style: SubtitleStyle, label_chars: int) -> int:
+    chars = label_chars + span.chars - (1 if tokens[span.i].text.startswith(" ") else 0)
+    words = span.j - span.i if not style.no_spaces else max(1, round(chars / 3))
     return max(style.min_duration_ms, style.reading_ms(chars, words))
+
+
+def _lines(
+    tokens: Sequence[TimedToken], costs: Sequence[float], span: _Span, style: SubtitleStyle, label_chars: int
+) -> tuple[list[int], float] | None:
+    if label_chars + span.chars - (1 if tokens[span.i].text.startswith(" ") else 0) <= style.max_line_chars:
+        return [], 0.0  # one line
+    texts = [t.text for t in tokens[span.i : span.j]]
+    return best_lines(texts, costs[span.i : span.j - 1], style.max_line_chars, style.max_lines, reserve=label_chars)
 
 
 def _cue_cost(
     tokens: Sequence[TimedToken],
     costs: Sequence[float],
-    i: int,
-    j: int,
+    span: _Span,
     style: SubtitleStyle,
     end_ms: int,
     label: Callable[[str | None], str],
 ) -> float | None:
-    """The cost of one cue of tokens[i:j] (broken rules, its lines, the break that ends it); None: no fit."""
-    label_chars = len(label(tokens[i].speaker))
-    texts = [t.text for t in tokens[i:j]]
-    layout = best_lines(texts, costs[i : j - 1], style.max_line_chars, style.max_lines, reserve=label_chars)
+    """The cost of one cue (broken rules, its lines, the break that ends it); None: its words do not fit."""
+    label_chars = len(label(tokens[span.i].speaker))
+    layout = _lines(tokens, costs, span, style, label_chars)
     broken = 0
     if layout is None:
-        if j - i > 1:
+        if span.j - span.i > 1:
             return None
         broken += 1  # one word longer than the lines: shown alone
         layout = ([], 0.0)
-    needed = _needed_ms(tokens, i, j, style, label_chars)
-    start, end = _times(tokens, i, j, style, end_ms, needed)
+    needed = _needed_ms(tokens, span, style, label_chars)
+    start, end = _times(tokens, span, style, end_ms, needed)
     broken += end - start < needed  # too short to read (or under the minimum duration)
-    broken += max(t.end_ms for t in tokens[i:j]) - start > style.max_duration_ms  # speech longer than allowed
-    pauses = sum(max(0, tokens[k + 1].start_ms - tokens[k].end_ms) for k in range(i, j - 1)) / 1000
-    return broken * RULE_COST + CUE_COST + layout[1] + costs[j - 1] + PAUSE_COST_PER_S * pauses
+    broken += span.speech_end_ms - start > style.max_duration_ms  # speech longer than allowed
+    pause_cost = PAUSE_COST_PER_S * span.pause_ms / 1000
+    return broken * RULE_COST + CUE_COST + layout[1] + costs[span.j - 1] + pause_cost
 
 
 def _cue(
     tokens: Sequence[TimedToken],
     costs: Sequence[float],
-    i: int,
-    j: int,
+    span: _Span,
     style: SubtitleStyle,
     end_ms: int,
     label: Callable[[str | None], str],
 ) -> StyledCue:
-    label_chars = len(label(tokens[i].speaker))
-    texts = [t.text for t in tokens[i:j]]
-    layout = best_lines(texts, costs[i : j - 1], style.max_line_chars, style.max_lines, reserve=label_chars)
-    starts = [0, *(layout[0] if layout else []), j - i]
+    label_chars = len(label(tokens[span.i].speaker))
+    texts = [t.text for t in tokens[span.i : span.j]]
+    layout = _lines(tokens, costs, span, style, label_chars)
+    starts = [0, *(layout[0] if layout else []), span.j - span.i]
     lines = tuple("".join(texts[a:b]).strip() for a, b in zip(starts, starts[1:]))
-    start, end = _times(tokens, i, j, style, end_ms, _needed_ms(tokens, i, j, style, label_chars))
-    return StyledCue(start, end, lines, tokens[i].speaker, max(t.end_ms for t in tokens[i:j]))
+    start, end = _times(tokens, span, style, end_ms, _needed_ms(tokens, span, style, label_chars))
+    return StyledCue(start, end, lines, tokens[span.i].speaker, span.speech_end_ms)

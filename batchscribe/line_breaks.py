@@ -10,14 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from batchscribe import segments
+
 SENTENCE_END_COST = 0.0
 CLAUSE_END_COST = 1.0
 BEFORE_CONJUNCTION_COST = 2.0
 PLAIN_COST = 4.0
 BAD_BREAK_COST = 12.0  # after an article, preposition or the first part of a name
 
-SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？", "؟", "।", '."', '?"', '!"', ".»", "?»")
-CLAUSE_ENDS = (",", ";", ":", "-", "–", "—", ")", "，", "、", "；", "：")
+SENTENCE_ENDS = (*segments.SENTENCE_ENDS, '."', '?"', '!"', ".»", "?»")  # also before a closing quote
+CLAUSE_ENDS = (*segments.CLAUSE_ENDS, "-", "–", "—", ")")
 
 # Words a line should not end on (their phrase goes on): articles, determiners, prepositions, pronoun
 # subjects, auxiliaries, and conjunctions (a line starts with one, it does not end with one).
@@ -124,9 +126,13 @@ def best_lines(
         return None
     if max_lines == 2:
         best: tuple[list[int], float] | None = None
+        total, first_space = ends[n], 1 if tokens[0].startswith(" ") else 0
         for k in range(1, n):
-            top, bottom = reserve + line_length(tokens, ends, 0, k), line_length(tokens, ends, k, n)
-            if top > max_chars or bottom > max_chars:
+            top = reserve + ends[k] - first_space
+            bottom = total - ends[k] - (1 if tokens[k].startswith(" ") else 0)
+            if top > max_chars:
+                break  # the top line only grows from here
+            if bottom > max_chars:
                 continue
             cost = costs[k - 1] + 2.0 * abs(top - bottom) / max_chars + (0.25 if top > bottom else 0.0)
             if best is None or cost < best[1]:

@@ -67,7 +67,11 @@ class TranscribeOptions(BaseModel):
         max_length=1000,
         description="Text that primes decoding (names, spellings): every window when batched, the first when not.",
     )
-    word_timestamps: bool = Field(False, description="Word-level timing (needed for line-width-aware subtitles).")
+    word_timestamps: bool = Field(
+        False,
+        description="openai-whisper: word-level timing (faster-whisper always aligns words; subtitle cues are laid "
+        "out from them).",
+    )
     vad_filter: bool = Field(True, description="Skip non-speech with Silero VAD (faster-whisper only).")
     batch_size: int = Field(
         8,

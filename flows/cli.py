@@ -15,7 +15,7 @@ from typing import Any
 
 from batchscribe.server import OFFLINE_ENV
 from flows.cli_args import build_parser, request_from_args, rerun_request_from_args
-from flows.cli_report import ProgressBar, status_report, summary_table
+from flows.cli_report import ProgressBar, search, status_report, summary_table
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -192,7 +192,7 @@ def status(args: argparse.Namespace) -> int:
     if not len(manifest):
         print(f"batchscribe: no manifest in {_manifest_root(args.output)}", file=sys.stderr)
         return EXIT_USAGE
-    print(status_report(manifest))
+    print(status_report(manifest, _manifest_root(args.output), review_limit=args.review))
     return EXIT_OK if (manifest["status"] == "ok").all() else EXIT_SOME_FAILED
 
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in PREFECT_DEFAULTS.items():
         if not (getattr(args, "verbose", False) and key == "PREFECT_LOGGING_LEVEL"):
             os.environ.setdefault(key, value)
-    commands = {"run": run, "rerun": rerun, "status": status}
+    commands = {"run": run, "rerun": rerun, "status": status, "search": search}
     if args.command in commands:
         return commands[args.command](args)
     return server(args.action)

@@ -34,8 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
     _add_rerun_parser(sub)
-    status = sub.add_parser("status", help="what OUT's manifest holds: counts by status and language, hours, failures")
+    status = sub.add_parser(
+        "status",
+        help="what OUT holds: counts by status and language, hours, a running batch's rate and time left, "
+        "failures, and the files a person should check first",
+    )
     status.add_argument("output", metavar="OUT", help="an output folder (or its manifest.parquet / .csv)")
+    status.add_argument(
+        "--review", type=int, default=20, metavar="N", help="list the N files to check first (0: none; default 20)"
+    )
+    search = sub.add_parser("search", help="find a phrase in OUT's segments: prints file, time and line")
+    search.add_argument("output", metavar="OUT", help="an output folder (or its manifest), whose segments/ is searched")
+    search.add_argument("phrase", help="words to find, in order, anywhere in a segment (case ignored)")
+    search.add_argument("--format", default="text", choices=["text", "csv"], help="csv: a header, then one hit a row")
+    search.add_argument("--limit", type=int, default=None, metavar="N", help="print at most N hits")
     server = sub.add_parser("server", help="the local Prefect server used when PREFECT_API_URL is not set")
     server.add_argument("action", choices=["start", "stop", "status"])
     return parser
@@ -74,7 +86,9 @@ def _add_transcribe_arguments(run: argparse.ArgumentParser) -> None:
         help="step up to 1.0 when decoding fails its checks; 0 disables fallback",
     )
     run.add_argument("--initial-prompt", default=None)
-    run.add_argument("--word-timestamps", action="store_true")
+    run.add_argument(
+        "--word-timestamps", action="store_true", help="openai-whisper: time words (faster-whisper always does)"
+    )
     run.add_argument("--no-vad", dest="vad_filter", action="store_false", help="do not skip silence (faster-whisper)")
     run.add_argument(
         "--batch-size",

@@ -19,7 +19,7 @@ from batchscribe.inputs import resolve_inputs
 from batchscribe.manifest import KEY, artifact_records, known_keys, read_manifest
 from batchscribe.media import InputItem
 from batchscribe.options import BatchRequest
-from flows.transcribe_batch import ARTIFACT_ROWS, all_inputs
+from flows.transcribe_batch import ARTIFACT_ROWS, inputs_and_file_options
 
 POLL_S = 5.0
 
@@ -74,7 +74,9 @@ def transcribe_fan_out(request: FanOutRequest) -> pd.DataFrame:
     batch = request.batch
     output_root = storage.output_root(batch.output)
     known = known_keys(output_root, batch.storage_options)
-    items = resolve_inputs(all_inputs(batch), batch.relative_paths, batch.storage_options, known)
+    inputs, file_options = inputs_and_file_options(batch)  # chunks drop the input lists: keep their options
+    items = resolve_inputs(inputs, batch.relative_paths, batch.storage_options, known)
+    batch = batch.model_copy(update={"file_options": file_options})
     parts = split(items, request.chunks)
     logger.info("Splitting %d files into %d runs of %s", len(items), len(parts), request.deployment)
 

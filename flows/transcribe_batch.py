@@ -34,6 +34,8 @@ from batchscribe.manifest import (
 )
 from batchscribe.media import InputItem, StagedFile
 from batchscribe.options import SPEAKER_FORMATS, BatchRequest, TranscribeOptions
+from batchscribe.run_state import RunStateWriter
+from batchscribe.segment_table import SegmentsWriter
 from batchscribe.transcript import Transcript
 from batchscribe.writers import sidecar_collisions
 from tasks.audio import audio_cache_key, extract_audio
@@ -85,19 +87,24 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     pipeline = file_pipeline(request, options, output_root, [item.relative_path for item in items], file_options)
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
     rows: list[dict[str, Any]] = []
+    run_state = RunStateWriter(output_root, len(items), request.storage_options)  # `batchscribe status` reads it
     pool = ThreadPoolExecutor(request.max_workers, thread_name_prefix="batchscribe-file")
     try:
-        with ManifestWriter(output_root, request.storage_options) as manifest:
+        with ManifestWriter(output_root, request.storage_options) as manifest, pipeline.segments:
             # Each worker runs in a copy of this context, so its task runs belong to this flow run.
             futures = {pool.submit(copy_context().run, pipeline.run, item): item for item in items}
             for item, done in cancel.as_finished(futures):  # Ctrl-C: queued files stop, see batchscribe.cancel
                 row = done.result() if done is not None else cancelled_row(item)
                 rows.append(row)
                 progress.file_finished(row)
-                if manifest.add(row) or len(rows) == len(items):  # the UI's progress moves with the manifest
+                flushed = manifest.add(row) or len(rows) == len(items)
+                audio_s = row.get("duration_s") if row.get("status") == STATUS_OK else None
+                run_state.file_finished(audio_s, write=flushed)
+                if flushed:  # the UI's progress moves with the manifest
                     update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(rows) / len(items))
     finally:
         pool.shutdown(wait=not cancel.requested(), cancel_futures=True)
+        run_state.finish()
 
     batch = normalize(rows).sort_values(KEY, kind="stable").reset_index(drop=True)
     create_table_artifact(
@@ -150,6 +157,7 @@ def file_pipeline(
         full_names=sidecar_full_names(request, keys, output_root),
         diarize=cached(diarize_audio, diarize_cache_key) if diarizes else None,
         file_options=file_options or {},
+        segments=SegmentsWriter(output_root, request.storage_options),
     )
 
 
@@ -159,11 +167,6 @@ def sidecar_full_names(request: BatchRequest, keys: list[str], output_root: str)
         return frozenset()
     earlier = read_manifest(output_root, request.storage_options)[KEY]
     return frozenset(sidecar_collisions([*keys, *earlier]))
-
-
-def all_inputs(request: BatchRequest) -> list[str]:
-    """The request's inputs followed by those its input lists name."""
-    return inputs_and_file_options(request)[0]
 
 
 def inputs_and_file_options(request: BatchRequest) -> tuple[list[str], dict[str, dict[str, Any]]]:
@@ -198,13 +201,15 @@ class FilePipeline:
     full_names: frozenset[str] = frozenset()  # sidecar layout: inputs that keep their full name (collisions)
     diarize: Task | None = None  # None: no speaker labels
     file_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-file options by source key
+    segments: SegmentsWriter | None = None  # the segments dataset beside the manifest; None: not written
 
     def for_item(self, item: InputItem) -> FilePipeline:
         """This pipeline with `item`'s own options (language, initial_prompt, num_speakers) applied."""
         key, found = _source_key(item.source), {}
-        for source in sorted(self.file_options, key=len):  # a folder's options, then a deeper one's, then the file's
-            if key == source or key.startswith(source.rstrip(os.sep) + os.sep):
-                found.update(self.file_options[source])
+        sep = "/" if urls.is_url(key) else os.sep
+        parts = key.split(sep)
+        for depth in range(1, len(parts) + 1):  # a folder's options, then a deeper one's, then the file's
+            found.update(self.file_options.get(sep.join(parts[:depth]), {}))
         if not found:
             return self
         transcribe = {k: v for k, v in found.items() if k in ("language", "initial_prompt")}
@@ -291,6 +296,8 @@ class FilePipeline:
         )  # fmt: skip
         if not state.is_completed():
             return _failed(row, state)
+        if self.segments is not None:
+            self.segments.add(item.relative_path, transcript)
         layout_warning = "sidecar name shared with another input (same folder and stem): kept the full name"
         warnings = (audio.warning, result.warning, diarize_warning, full_name and layout_warning)
         row.update(

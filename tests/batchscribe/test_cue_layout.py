@@ -115,3 +115,13 @@ def test_a_speaker_label_takes_room_on_the_first_line_and_vtt_uses_voice_spans()
     buffer = io.StringIO()
     WriteVTT().write_result(transcript, buffer, OutputOptions())
     assert buffer.getvalue().count("<v SPEAKER_01>") == len(parse_cues(buffer.getvalue()))
+
+
+def test_line_limits_given_override_the_style():
+    text = "I walked with Claire to the library, and we borrowed two books about the sea and its old ships."
+    cues = layout_cues(
+        _speech((0.0, text), seconds_per_word=0.45), style="netflix", max_line_width=20, max_line_count=3
+    )
+    assert all(len(c.text.split("\n")) <= 3 and all(len(line) <= 20 for line in c.text.split("\n")) for c in cues)
+    assert " ".join(c.text.replace("\n", " ") for c in cues) == text
+    assert cues[0].text.split("\n")[1] == "to the library,"  # the clause ends a line

@@ -12,6 +12,9 @@ import pandas as pd
 
 from batchscribe.inputs import read_input_rows
 from batchscribe.manifest import read_manifest
+from batchscribe.media import InputItem
+from batchscribe.options import BatchRequest
+from flows.transcribe_batch import FilePipeline, inputs_and_file_options
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 CLI = [sys.executable, "-m", "flows.cli"]
@@ -44,6 +47,46 @@ def test_a_manifest_as_input_list_carries_what_ran(tmp_path) -> None:
     assert read_input_rows(str(tmp_path / "m.parquet")) == [
         ("/x/es.mp3", {"language": "es", "initial_prompt": "Buenas tardes."})
     ]
+
+
+def test_a_list_s_options_join_the_request_s_own_by_source(tmp_path) -> None:
+    pd.DataFrame({"source": ["a.mp3", "b.mp3"], "language": ["es", None]}).to_csv(tmp_path / "l.csv", index=False)
+    request = BatchRequest(
+        inputs=[str(tmp_path / "c.mp3")],
+        input_lists=[str(tmp_path / "l.csv")],
+        output="out",
+        file_options={
+            str(tmp_path / "c.mp3"): {"num_speakers": 2},
+            str(tmp_path / "a.mp3"): {"initial_prompt": "Hola"},
+        },
+    )
+    inputs, options = inputs_and_file_options(request)
+    assert inputs == [str(tmp_path / name) for name in ("c.mp3", "a.mp3", "b.mp3")]
+    assert options == {
+        str(tmp_path / "c.mp3"): {"num_speakers": 2},
+        str(tmp_path / "a.mp3"): {"initial_prompt": "Hola", "language": "es"},
+    }
+
+
+def test_a_folder_s_options_apply_under_it_and_a_file_s_own_win(tmp_path) -> None:
+    request = BatchRequest(inputs=[str(tmp_path)], output=str(tmp_path / "out"))
+    options = {
+        str(tmp_path / "lectures"): {"language": "fr", "initial_prompt": "Cours"},
+        str(tmp_path / "lectures" / "b.mp3"): {"initial_prompt": "Claire", "num_speakers": 2},
+    }
+    pipeline = FilePipeline(
+        request, request.transcribe.resolved(), "out", str(tmp_path), None, None, file_options=options
+    )
+    ran = {}
+    for name in ("lectures/a.mp3", "lectures/b.mp3", "c.mp3"):
+        chosen = pipeline.for_item(InputItem(str(tmp_path / name), name))
+        ran[name] = (chosen.options.language, chosen.options.initial_prompt, chosen.request.diarize.num_speakers)
+    assert ran == {
+        "lectures/a.mp3": ("fr", "Cours", None),
+        "lectures/b.mp3": ("fr", "Claire", 2),
+        "c.mp3": (None, None, None),
+    }
+    assert pipeline.for_item(InputItem(str(tmp_path / "c.mp3"), "c.mp3")) is pipeline
 
 
 def test_input_list_options_run_per_file_and_the_rows_record_them(prefect_server, cache_dir, tmp_path) -> None:
