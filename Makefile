@@ -59,22 +59,27 @@ server: $(STAMP)
 test-ipfs: $(STAMP)
 	$(BIN)/python -m pytest -m ipfs_node tests/integration
 
-BENCH_VOICES := $(VOICE_PACKAGES) asterisk-core-sounds-es-wav
-# The prompts' text lists ship in asterisk-core-sounds-{en,es}, which conflict with asterisk-prompt-es-co:
-# unpacked into bench/voices/ instead of installed.
-BENCH_TEXTS := asterisk-core-sounds-en asterisk-core-sounds-es
+# The benches' voices (bench/corpus.py PACKAGES): five voice talents' prompts with their scripts and a music
+# bed. The packages conflict with one another when installed: they are unpacked into bench/voices/ instead.
+BENCH_PACKAGES = $$(cd bench && ../$(BIN)/python -c "import corpus; print(' '.join(corpus.PACKAGES))")
 
-## Window scheduler vs its peers on real recorded speech (bench/scheduler.py): ~30 min on 2 cores.
-## Its corpus is Debian's asterisk voice prompts (real voices, known text), installed here as root.
-## Then diarization (bench/diarize.py, ~10 min): DER, speaker count, x realtime, with/without --diarize.
+## The benches on real recorded speech, side by side with faster-whisper's own pipelines (~60 min on 2 cores):
+##   bench/scheduler.py  1-3 s clips, short files, a long talk whose sentences repeat (throughput, WER, per-file cost)
+##   bench/hard.py       phone line, noise, far microphone, music bed, long pauses, menus, short turns
+##   bench/language.py   language of short clips without a 30-s pass each
+##   bench/joins.py      how much silence keeps words from bleeding across a join in a shared row
+##   bench/diarize.py    DER, speaker count, x realtime, with and without --diarize
 bench: $(STAMP)
-	@dpkg -s $(BENCH_VOICES) >/dev/null 2>&1 || \
+	@test -d bench/voices/usr/share/asterisk/moh || (p="$(BENCH_PACKAGES)" && d=$$(mktemp -d) && cd $$d && \
+	  apt-get download $$p && for f in *.deb; do dpkg -x $$f $(CURDIR)/bench/voices; done)
+	@dpkg -s $(VOICE_PACKAGES) >/dev/null 2>&1 || \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(BENCH_VOICES); \
-	  else echo "bench needs: apt-get install $(BENCH_VOICES)"; exit 1; fi
-	@test -d bench/voices || (d=$$(mktemp -d) && cd $$d && apt-get download $(BENCH_TEXTS) && \
-	  for f in *.deb; do dpkg -x $$f $(CURDIR)/bench/voices; done)
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(VOICE_PACKAGES); \
+	  else echo "bench needs: apt-get install $(VOICE_PACKAGES)"; exit 1; fi
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/hard.py
+	$(BIN)/python bench/language.py
+	$(BIN)/python bench/joins.py
 	$(BIN)/python bench/diarize.py
 
 ## The earlier engine comparison on synthetic speech (bench/speed.py): ~40 min; GPU checks (bench/gpu.py): < 8 min.

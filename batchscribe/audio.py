@@ -25,9 +25,12 @@ BYTES_PER_SECOND = SAMPLE_RATE * 2  # 32,000 bytes per second of s16le mono
 # encoder delay and padding are tens of milliseconds; a bitrate-estimated mp3 duration is a few percent off.
 DURATION_TOLERANCE_S = 0.5
 DURATION_TOLERANCE = 0.03  # of the declared duration, when that is larger
+# A decode that takes longer is stopped (ffmpeg decodes 10 h of mp3 in about a minute on one core).
+DECODE_TIMEOUT_S = float(os.environ.get("BATCHSCRIBE_DECODE_TIMEOUT_S", 1800))
 
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _VIDEO_STREAM = re.compile(r"Stream #.*: Video: (?!.*attached pic)")
+_STREAM = re.compile(r"^\s*Stream #\d+:\d+\S*: (\w+):", re.MULTILINE)  # "Stream #0:1[0x2](eng): Audio: aac ..."
 _CODEC_PREFIX = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*")  # "[mp3float @ 0x55ce...] " in ffmpeg's messages
 
 
@@ -68,10 +71,15 @@ def decode_audio(src: Path, dst: Path) -> AudioFile:
     """Decode `src` to `dst` (written atomically). Raises MediaError or NoAudioError with a readable cause."""
     started = time.perf_counter()
     with atomic_path(dst, durable=False) as tmp:  # a cache file: rebuilt if lost, so not fsynced
-        proc = subprocess.run(decode_command(src, tmp), capture_output=True, stdin=subprocess.DEVNULL)
+        try:
+            proc = subprocess.run(
+                decode_command(src, tmp), capture_output=True, stdin=subprocess.DEVNULL, timeout=DECODE_TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired as e:  # a stalled read (a hung network mount), a pathological file
+            raise MediaError(f"ffmpeg did not finish decoding within {DECODE_TIMEOUT_S:g} s") from e
         stderr = proc.stderr.decode("utf-8", "replace").strip()
         if proc.returncode != 0:
-            raise _media_error(stderr)
+            raise _media_error(stderr, stream_kinds(src))
         size = tmp.stat().st_size
         if size < BYTES_PER_SECOND // 100:  # under 10 ms of samples
             raise NoAudioError("the audio stream holds no samples")
@@ -87,21 +95,35 @@ def declared_duration_s(src: Path) -> float | None:
     """The duration `src`'s container declares (ffmpeg's `Duration:` line), or None when it declares none.
 
     None too for files with a video stream: their declared duration is the longest stream's, which an
-    audio track may rightly fall short of. ffprobe is not always installed (imageio-ffmpeg ships only
-    ffmpeg), so this reads what `ffmpeg -i` prints: a header read, no decoding. For an mp3 it is the
-    Xing/Info header's frame count or, without one, an estimate from the bitrate and the file size.
+    audio track may rightly fall short of. For an mp3 it is the Xing/Info header's frame count or, without
+    one, an estimate from the bitrate and the file size.
     """
-    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", f"file:{src.resolve()}"]
-    try:  # exits 1 ("At least one output file must be specified") after printing the input's description
-        proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
-    except subprocess.TimeoutExpired:
-        return None
-    text = proc.stderr.decode("utf-8", "replace")
+    text = _describe(src)
     match = _DURATION.search(text)
     if not match or _VIDEO_STREAM.search(text):
         return None
     hours, minutes, seconds = match.groups()
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def stream_kinds(src: Path) -> list[str]:
+    """The kinds of the streams ffmpeg finds in `src` ("audio", "video", "data", "subtitle", ...), in order;
+    empty when ffmpeg cannot open it as media at all."""
+    return [kind.lower() for kind in _STREAM.findall(_describe(src))]
+
+
+def _describe(src: Path) -> str:
+    """What `ffmpeg -i` prints about `src`: a header read, no decoding; "" when it hangs.
+
+    ffprobe is not always installed (imageio-ffmpeg ships only ffmpeg), so this reads ffmpeg's own
+    description of its input, whose `Stream #` and `Duration:` lines every build prints alike.
+    """
+    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", f"file:{src.resolve()}"]
+    try:  # exits 1 ("At least one output file must be specified") after printing the input's description
+        proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    except subprocess.TimeoutExpired:
+        return ""
+    return proc.stderr.decode("utf-8", "replace")
 
 
 def length_warning(decoded_s: float, declared_s: float | None) -> str:
@@ -120,15 +142,21 @@ def quietest_point(samples: np.ndarray, frame: int) -> int:
     return int(np.argmin((region.reshape(-1, frame) ** 2).mean(axis=1))) * frame + frame // 2
 
 
-def _media_error(stderr: str) -> MediaError:
-    lowered = stderr.lower()
-    if "does not contain any stream" in lowered or "matches no streams" in lowered:
-        return NoAudioError("no audio stream in the file (video or data only)")
-    if "moov atom not found" in lowered:
+def _media_error(stderr: str, streams: list[str]) -> MediaError:
+    """Why a decode failed, from what ffmpeg found in the file (its streams), not from one build's wording.
+
+    ffmpeg builds word the same failure differently (a text file named .mp3 is "Invalid data found when
+    processing input" to one and "Invalid argument" to Debian's 5.1), so only the stream list decides the
+    kind; the wording adds detail where it is known.
+    """
+    reason = _last_line(stderr) or "no reason given"
+    if streams and "audio" not in streams:
+        return NoAudioError(f"no audio stream in the file ({' and '.join(sorted(set(streams)))} only)")
+    if "moov atom not found" in stderr.lower():
         return MediaError("incomplete MP4/MOV (moov atom not found): the file is truncated or still being written")
-    if "invalid data found when processing input" in lowered:
-        return MediaError("not an audio or video file ffmpeg can read (invalid data found when processing input)")
-    return MediaError(f"ffmpeg could not decode the file: {_last_line(stderr) or 'no reason given'}")
+    if not streams:
+        return MediaError(f"not an audio or video file ffmpeg can read (no decodable stream: {reason})")
+    return MediaError(f"ffmpeg could not decode the file: {reason}")
 
 
 def _last_line(text: str) -> str:

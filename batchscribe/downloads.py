@@ -115,15 +115,15 @@ def _download_fsspec(
         if isinstance(e.__cause__, Exception) and not isinstance(e.__cause__, FileNotFoundError):
             status = getattr(e.__cause__, "status", None)
             if status not in (404, 410):
-                raise _classify(e.__cause__, item.source, shown) from e
+                raise classify(e.__cause__, item.source, shown) from e
         raise InputError(f"not found: {shown}") from e
     except PermissionError as e:
         raise InputError(f"permission denied reading {shown}") from e
     except Exception as e:  # noqa: BLE001 - aiohttp/botocore errors are not OSErrors: classify by name
-        raise _classify(e, item.source, shown) from e
+        raise classify(e, item.source, shown) from e
 
 
-def _classify(error: Exception, source: str, shown: str) -> Exception:
+def classify(error: Exception, source: str, shown: str) -> Exception:
     """What a failed download means: a final InputError, a retryable ConnectionError, or `error` itself."""
     status = getattr(error, "status", None)  # an HTTP error answer (aiohttp's ClientResponseError)
     if isinstance(status, int) and 400 <= status < 500 and status not in RETRYABLE_HTTP_STATUSES:

@@ -17,6 +17,7 @@ from typing import ClassVar
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"  # could not be read, decoded or transcribed: see `error`
 STATUS_NO_AUDIO = "no_audio"  # the file decodes but holds no audio stream
+STATUS_CANCELLED = "cancelled"  # the batch was cancelled (Ctrl-C) while this file was in flight
 
 
 class BatchscribeError(Exception):
@@ -64,6 +65,12 @@ class ContentNotFoundError(InputError, FileNotFoundError):
 
 class IncompleteError(UnavailableError):
     """A response that ended before all its content arrived (what came was verified)."""
+
+
+class FileCancelledError(BatchscribeError):
+    """The batch was cancelled before this file finished: the next run finishes it."""
+
+    status = STATUS_CANCELLED
 
 
 class GpuError(TransientError):

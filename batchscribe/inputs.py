@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import os
-from dataclasses import replace
+import time
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from batchscribe import storage, urls
-from batchscribe.errors import InputError
+from batchscribe.errors import InputError, is_transient
 from batchscribe.media import InputItem
 from batchscribe.paths import safe_relative
 from batchscribe.storage import StorageOptions
+
+LIST_RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # a listing that failed transiently is tried again after these waits
 
 # Containers and codecs ffmpeg decodes that people keep speech in; a folder expands to these.
 MEDIA_EXTENSIONS = frozenset(
@@ -21,12 +26,21 @@ MEDIA_EXTENSIONS = frozenset(
 )
 
 
+FILE_OPTION_COLUMNS = ("language", "initial_prompt", "num_speakers")  # per-file options a table may carry
+
+
 def read_input_list(location: str, storage_options: StorageOptions | None = None) -> list[str]:
     """The inputs listed in a .txt (one per line, `#` comments), .csv or .parquet file (local or a URL).
 
     Tables use their `source` column (a manifest works as is), else their first column. Relative local
     paths are taken relative to the list's own folder.
     """
+    return [entry for entry, _ in read_input_rows(location, storage_options)]
+
+
+def read_input_rows(location: str, storage_options: StorageOptions | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """`read_input_list`'s inputs, each with the options its table row sets (FILE_OPTION_COLUMNS; a
+    manifest's `options` JSON for `initial_prompt`); empty cells, and every row of a .txt list, set none."""
     import pandas as pd
 
     data = storage.read_bytes(location, storage_options)
@@ -36,16 +50,38 @@ def read_input_list(location: str, storage_options: StorageOptions | None = None
     if suffix in (".csv", ".parquet"):
         table = pd.read_parquet(io.BytesIO(data)) if suffix == ".parquet" else pd.read_csv(io.BytesIO(data))
         column = table["source"] if "source" in table else table.iloc[:, 0]
-        entries = [str(v).strip() for v in column.dropna()]
+        rows = [(str(v).strip(), _row_options(table.loc[i])) for i, v in column.dropna().items()]
     else:
         lines = data.decode("utf-8-sig").splitlines()
-        entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        rows = [(line.strip(), {}) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     base = None if urls.is_url(location) else Path(location).expanduser().resolve().parent
-    return [e if base is None or urls.is_url(e) or Path(e).is_absolute() else str(base / e) for e in entries if e]
+    return [
+        (e if base is None or urls.is_url(e) or Path(e).is_absolute() else str(base / e), options)
+        for e, options in rows
+        if e
+    ]
+
+
+def _row_options(row: Any) -> dict[str, Any]:
+    import json
+
+    import pandas as pd
+
+    options = {name: row[name] for name in FILE_OPTION_COLUMNS if name in row and pd.notna(row[name])}
+    if "initial_prompt" not in options and isinstance(row.get("options"), str):  # a manifest row: what ran
+        if prompt := json.loads(row["options"]).get("initial_prompt"):
+            options["initial_prompt"] = prompt
+    options = {k: v.strip() if isinstance(v, str) else v for k, v in options.items() if str(v).strip()}
+    if "num_speakers" in options:
+        options["num_speakers"] = int(options["num_speakers"])
+    return options
 
 
 def resolve_inputs(
-    inputs: list[str], relative_paths: dict[str, str] | None = None, storage_options: StorageOptions | None = None
+    inputs: list[str],
+    relative_paths: dict[str, str] | None = None,
+    storage_options: StorageOptions | None = None,
+    known: Mapping[str, str] | None = None,
 ) -> list[InputItem]:
     """Expand files, folders (recursively, media files only) and globs into one item per file.
 
@@ -54,6 +90,8 @@ def resolve_inputs(
     with no media becomes an item carrying its error, so it ends as a manifest row of its own.
     `relative_paths` (source -> relative path) pins the relative path of the sources it names, so a rerun of
     some rows of a manifest keeps their keys whatever folder the rerun's inputs have in common.
+    `known` (source as the manifest records it -> its key) are the output's manifest rows: a source already
+    there keeps its key, and a new source never takes a key another source holds (docs/keys.md).
     URLs expand too (see `expand_url`): `ipfs://CID[/path]` to the media files under it (verified), a
     folder-like fsspec URL (`s3://bucket/prefix/`, `memory://dir`) or a glob to its media files, any other
     URL (`https://...`) to itself. `storage_options` holds fsspec options per protocol (never logged).
@@ -62,10 +100,11 @@ def resolve_inputs(
     roots: list[Path] = []
     remote: list[InputItem] = []
     for raw in inputs:
-        if urls.is_url(raw):
+        location = urls.parse(raw)
+        if location.is_remote:
             remote.extend(expand_url(raw, storage_options))
             continue
-        raw = urls.local_path(raw)
+        raw = location.path
         path = Path(raw).expanduser()
         if glob.has_magic(raw):
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
@@ -92,10 +131,41 @@ def resolve_inputs(
             rel = safe_relative(file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name)
             error = "" if file.exists() or file.is_symlink() else f"file not found: {source}"
             items.setdefault(source, InputItem(source, rel, error))
-    pinned = relative_paths or {}
-    return [
-        replace(i, relative_path=safe_relative(pinned[i.source])) if i.source in pinned else i for i in items.values()
-    ]
+    return assign_keys(list(items.values()), relative_paths or {}, known or {})
+
+
+def assign_keys(items: list[InputItem], pinned: Mapping[str, str], known: Mapping[str, str]) -> list[InputItem]:
+    """Each item's final key: pinned by the request, else the one the manifest already holds for its source,
+    else its own, made longer (more parent folders, else a hash of the source) while another source holds it."""
+    holders: dict[str, str] = {key: source for source, key in known.items()}  # key -> the source holding it
+    keys: dict[str, str] = {}
+    for item in items:  # first the keys that are already decided
+        recorded = urls.redact(item.source)
+        if item.source in pinned or recorded in known:
+            keys[item.source] = safe_relative(pinned[item.source]) if item.source in pinned else known[recorded]
+            holders.setdefault(keys[item.source], recorded)
+    for item in items:
+        if item.source not in keys:
+            keys[item.source] = _free_key(item, holders)
+            holders[keys[item.source]] = urls.redact(item.source)
+    return [InputItem(item.source, keys[item.source], item.error) for item in items]
+
+
+def _free_key(item: InputItem, holders: Mapping[str, str]) -> str:
+    recorded = urls.redact(item.source)
+    candidates = [item.relative_path]
+    location = urls.parse(item.source)
+    if not location.is_remote:  # more of the file's own path: 2024/a.mp3, data/2024/a.mp3, ...
+        parts = Path(location.path).parts[1:]
+        depth = len(item.relative_path.split("/"))
+        candidates += [safe_relative("/".join(parts[-n:])) for n in range(depth + 1, len(parts) + 1)]
+    for key in candidates:
+        if holders.get(key, recorded) == recorded:
+            return key
+    folder, _, name = item.relative_path.rpartition("/")
+    stem, dot, suffix = name.rpartition(".") if "." in name else (name, "", "")
+    tagged = f"{stem}~{hashlib.sha256(recorded.encode()).hexdigest()[:8]}{dot}{suffix}"
+    return f"{folder}/{tagged}" if folder else tagged
 
 
 def expand_url(url: str, storage_options: StorageOptions | None = None) -> list[InputItem]:
@@ -104,12 +174,19 @@ def expand_url(url: str, storage_options: StorageOptions | None = None) -> list[
     Relative paths are the URL's host and path (`s3://bucket/a/x.mp3` -> `bucket/a/x.mp3`), and for IPFS
     the CID and the path inside it (`ipfs://CID/a/x.mp3` -> `CID/a/x.mp3`), so outputs mirror the source.
     """
-    try:
-        if urls.protocol(url) == "ipfs":
-            return _expand_ipfs(url, storage_options)
-        return _expand_fsspec(url, storage_options)
-    except Exception as e:  # noqa: BLE001 - any listing failure becomes that input's row
-        return [InputItem(url, urls.relative_path(url), f"cannot list {urls.redact(url)}: {describe(e)}")]
+    for delay_s in (*LIST_RETRY_DELAYS_S, None):
+        try:
+            if urls.parse(url).protocol == "ipfs":
+                return _expand_ipfs(url, storage_options)
+            return _expand_fsspec(url, storage_options)
+        except Exception as e:  # noqa: BLE001 - any listing failure becomes that input's row
+            from batchscribe.downloads import classify  # downloads imports this module
+
+            error = classify(e, url, urls.redact(url))
+            if delay_s is None or not is_transient(error):  # a 504 or a reset is tried again, like a download
+                return [InputItem(url, urls.relative_path(url), f"cannot list {urls.redact(url)}: {describe(e)}")]
+            time.sleep(delay_s)
+    raise AssertionError("unreachable")
 
 
 def _expand_ipfs(url: str, storage_options: StorageOptions | None) -> list[InputItem]:
@@ -130,7 +207,7 @@ def _expand_ipfs(url: str, storage_options: StorageOptions | None) -> list[Input
 
 
 def _expand_fsspec(url: str, storage_options: StorageOptions | None) -> list[InputItem]:
-    if urls.protocol(url) in ("http", "https"):
+    if urls.parse(url).protocol in ("http", "https"):
         return [InputItem(url, urls.relative_path(url))]  # a web server has no listing to trust
     fs, path = storage.filesystem(url, storage_options)
     if glob.has_magic(path):

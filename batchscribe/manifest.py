@@ -1,14 +1,23 @@
-"""The manifest: one row per input, written as parquet and CSV, each write an atomic replace."""
+"""The manifest: one row per input, kept as a dataset of parquet part files with a compacted view.
+
+Every flush of every worker appends one part file under `<output>/manifest/` (named by its UTC time,
+host and process, so no two writers ever write the same object): no lock, no read-modify-write, a
+flush costs what its rows cost, and it works alike on a local folder, NFS or an object store. Reading
+takes every part in name order, the latest row per key winning. At the end of a run the parts are
+compacted (one part replaces those it read) and `<output>/manifest.parquet` and `manifest.csv` are
+rewritten from it: a view for people and tools. `read_manifest` of an output reads the dataset.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
 import os
+import posixpath
+import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +29,10 @@ from batchscribe.storage import StorageOptions
 
 MANIFEST_PARQUET = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
-LOCK_FILE = ".manifest.lock"
+DATASET = "manifest"  # the folder of part files under the output root
+PART_SUFFIX = ".parquet"
+COMPACTED = "~c"  # a compacted part's name: the newest part it covers, then this
+ADOPTED_VIEW = "part-00000000T000000.000000Z-view"  # an older output's manifest.parquet, as its first part
 
 
 # The one definition of the manifest's columns and their pandas dtypes (README, "Manifest", says the same).
@@ -41,9 +53,11 @@ COLUMNS: dict[str, str] = {
     "compute_type": "string",
     "options_hash": "string",  # hash of the requested, resolved transcription options (part of the cache key)
     "options": "string",  # the transcription options as they ran (Engine.effective_options), as JSON
+    "diarize": "string",  # the diarization options (DiarizeOptions) as JSON when --diarize ran; NULL without
     "formats": "string",  # output formats written, comma-separated
-    "max_line_width": "Int64",  # subtitle line width in characters; NULL: unbroken
-    "max_line_count": "Int64",  # lines per subtitle cue; NULL: no limit
+    "subtitle_style": "string",  # SRT/VTT cue rules: netflix, bbc or none (OutputOptions.subtitle_style)
+    "max_line_width": "Int64",  # subtitle line width given; NULL: the style's (unbroken with style none)
+    "max_line_count": "Int64",  # lines per subtitle cue given; NULL: the style's (no limit with style none)
     "layout": "string",  # output naming: "mirror" or "sidecar" (OutputOptions.layout)
     **{f"{fmt}_path": "string" for fmt in ALL_FORMATS},  # relative to the manifest's folder (absolute_paths)
     "started_at": "datetime64[ns, UTC]",  # when the file's way through began (staging)
@@ -54,8 +68,12 @@ COLUMNS: dict[str, str] = {
     "realtime_factor": "Float64",  # duration_s / wall_s: audio seconds per wall second (higher is faster)
     "attempts": "Int64",  # task runs it took, retries included
     "windows": "Int64",  # speech windows the model decoded (0: the engine cuts none of its own)
-    "redecoded_windows": "Int64",  # windows whose decode failed Whisper's checks and were decoded again alone
+    "redecoded_windows": "Int64",  # windows that failed the decoder's checks and were decoded again as two rows
+    "guard_s": "Float64",  # model seconds those second decodes took (included in transcribe_s)
+    "unsure_s": "Float64",  # seconds of speech whose text stayed unsure after every check: listen to these
+    "shared_windows": "Int64",  # short windows decoded in a row shared with other files' windows
     # Speaker diarization (`--diarize`); NULL without it, or when it failed (see `warning`).
+    "num_speakers": "Int64",  # how many speakers diarization was told to find; NULL: it estimated them
     "speakers": "Int64",  # how many speakers were found (0: no speech)
     "diarize_s": "Float64",  # diarization time
     "rttm_path": "string",
@@ -89,22 +107,170 @@ def read_manifest(location: str | Path, storage_options: StorageOptions | None =
     """The manifest at `location`, or an empty one.
 
     Args:
-        location: an output folder (its manifest.parquet is read), or a manifest.parquet or manifest.csv
-            file; a local path or an fsspec URL.
+        location: an output folder (its manifest dataset is read), or a manifest.parquet or manifest.csv
+            file (the dataset beside it when there is one, else the file itself); a local path or an fsspec URL.
         storage_options: fsspec options per protocol for a URL.
 
     Returns:
-        The rows with COLUMNS' dtypes: the CSV reads back equal to the parquet.
+        One row per key (the latest written), sorted by key, with COLUMNS' dtypes.
     """
     path = os.fspath(location)
-    if not path.endswith((".parquet", ".csv")):
-        path = storage.join(path, MANIFEST_PARQUET)
+    if path.endswith((".parquet", ".csv")):
+        root, name = _parent(path)
+        if name in (MANIFEST_PARQUET, MANIFEST_CSV) and _part_paths(root, storage_options):
+            return read_dataset(root, storage_options)
+        return _read_file(path, storage_options)
+    if _part_paths(path, storage_options):
+        return read_dataset(path, storage_options)
+    return _read_file(storage.join(path, MANIFEST_PARQUET), storage_options)  # an output written before datasets
+
+
+def read_dataset(output_root: str, storage_options: StorageOptions | None = None) -> pd.DataFrame:
+    """Every part under `<output_root>/manifest/`, the latest row per key winning (parts in name order)."""
+    for _ in range(5):  # a part compacted away between listing and reading: list again
+        try:
+            tables = [_read_part(p, storage_options) for p in _part_paths(output_root, storage_options)]
+        except FileNotFoundError:
+            continue
+        return _latest(tables)
+    raise RuntimeError(f"the manifest dataset under {output_root} kept changing while it was read")
+
+
+def _latest(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        return empty_manifest()
+    rows = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+    rows = rows.drop_duplicates(KEY, keep="last")
+    return normalize(rows.sort_values(KEY, kind="stable"))
+
+
+def _read_file(path: str, storage_options: StorageOptions | None) -> pd.DataFrame:
     data = storage.read_bytes(path, storage_options)
     if data is None:
         return empty_manifest()
     if path.endswith(".csv"):
         return _read_csv(data)
     return normalize(pd.read_parquet(io.BytesIO(data)))
+
+
+def _read_part(path: str, storage_options: StorageOptions | None) -> pd.DataFrame:
+    data = storage.read_bytes(path, storage_options)
+    if data is None:
+        raise FileNotFoundError(path)
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def _parent(path: str) -> tuple[str, str]:
+    if urls.is_url(path):
+        return posixpath.dirname(path.rstrip("/")), posixpath.basename(path)
+    return os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+
+
+def _part_paths(output_root: str, storage_options: StorageOptions | None = None) -> list[str]:
+    """The dataset's part files, in name order (oldest first); none when there is no dataset."""
+    folder = storage.join(output_root, DATASET)
+    if urls.is_url(output_root):
+        fs, inner = storage.filesystem(folder, storage_options)
+        try:
+            names = [posixpath.basename(p) for p in fs.ls(inner, detail=False, refresh=True)]
+        except FileNotFoundError:
+            return []
+    else:
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    return [
+        storage.join(folder, n) for n in sorted(n for n in names if n.startswith("part-") and n.endswith(".parquet"))
+    ]
+
+
+def _part_name() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40]
+    return f"part-{stamp}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}{PART_SUFFIX}"
+
+
+def _parquet_bytes(rows: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def append_rows(
+    output_root: str | Path, rows: list[dict[str, Any]], storage_options: StorageOptions | None = None
+) -> str | None:
+    """Write `rows` as one new part of the output's manifest dataset; its path (None for no rows)."""
+    if not rows:
+        return None
+    root = os.fspath(output_root)
+    path = storage.join(root, DATASET, _part_name())
+    _write(path, _parquet_bytes(normalize(rows)), storage_options)
+    return path
+
+
+def adopt_view(output_root: str | Path, storage_options: StorageOptions | None = None) -> bool:
+    """An output written before the dataset existed: its manifest.parquet becomes the dataset's first part."""
+    root = os.fspath(output_root)
+    if _part_paths(root, storage_options):
+        return False
+    data = storage.read_bytes(storage.join(root, MANIFEST_PARQUET), storage_options)
+    if data is None:
+        return False
+    _write(storage.join(root, DATASET, ADOPTED_VIEW + PART_SUFFIX), data, storage_options)
+    return True
+
+
+def compact(output_root: str | Path, storage_options: StorageOptions | None = None) -> pd.DataFrame:
+    """Replace the dataset's parts by one and rewrite the manifest.parquet/.csv view from it; the rows.
+
+    Safe while other workers append or compact: the new part is named after the newest part it read (so
+    it sorts where they did, before any part written since), and only the parts it read are removed.
+    """
+    root = os.fspath(output_root)
+    for _ in range(5):
+        parts = _part_paths(root, storage_options)
+        try:
+            manifest = _latest([_read_part(p, storage_options) for p in parts])
+        except FileNotFoundError:
+            continue
+        break
+    else:
+        raise RuntimeError(f"the manifest dataset under {root} kept changing while it was compacted")
+    if len(parts) > 1:
+        newest = max(posixpath.basename(p).removesuffix(PART_SUFFIX).removesuffix(COMPACTED) for p in parts)
+        target = storage.join(root, DATASET, newest + COMPACTED + PART_SUFFIX)
+        _write(target, _parquet_bytes(manifest), storage_options)
+        for part in parts:
+            if part != target:
+                _remove(part, storage_options)
+    write_manifest(manifest, root, storage_options)
+    return manifest
+
+
+def _write(path: str, data: bytes, storage_options: StorageOptions | None) -> None:
+    if not urls.is_url(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    storage.write_bytes_atomic(path, data, storage_options)
+
+
+def _remove(path: str, storage_options: StorageOptions | None) -> None:
+    if urls.is_url(path):
+        fs, inner = storage.filesystem(path, storage_options)
+        try:
+            fs.rm_file(inner)
+        except FileNotFoundError:
+            pass
+    else:
+        Path(path).unlink(missing_ok=True)
+
+
+def known_keys(location: str | Path, storage_options: StorageOptions | None = None) -> dict[str, str]:
+    """Source (as recorded, credentials masked) -> key, for every row of the manifest at `location`: the keys
+    a later run must keep (batchscribe.inputs.assign_keys)."""
+    manifest = read_manifest(location, storage_options).dropna(subset=["source"])
+    return dict(zip(manifest["source"], manifest[KEY], strict=True))
 
 
 def _read_csv(data: bytes) -> pd.DataFrame:
@@ -149,7 +315,7 @@ def merge_rows(manifest: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFra
 def write_manifest(
     manifest: pd.DataFrame, output_root: str | Path, storage_options: StorageOptions | None = None
 ) -> str:
-    """Write parquet and CSV, each replaced in one step (see `batchscribe.storage`): never a torn manifest.
+    """Write the manifest.parquet and .csv view, each replaced in one step (see `batchscribe.storage`).
 
     Returns the parquet path (a local path, or a URL when `output_root` is one).
     """
@@ -163,44 +329,17 @@ def write_manifest(
     return storage.join(root, MANIFEST_PARQUET)
 
 
-@contextmanager
-def _manifest_lock(root: str) -> Iterator[None]:
-    """An exclusive lock on a local output folder's manifest; remote outputs have none (README, "Guarantees")."""
-    if urls.is_url(root):
-        yield
-        return
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, LOCK_FILE), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def update_manifest(
-    output_root: str | Path, rows: list[dict[str, Any]], storage_options: StorageOptions | None = None
-) -> pd.DataFrame:
-    """Merge `rows` into the manifest on disk and write it back, holding the folder's lock throughout.
-
-    Reading under the lock, not once per batch, is what keeps two batches writing into one folder from
-    dropping each other's rows.
-    """
-    root = os.fspath(output_root)
-    with _manifest_lock(root):
-        manifest = merge_rows(read_manifest(root, storage_options), rows)
-        write_manifest(manifest, root, storage_options)
-    return manifest
-
-
 def options_json(options: Any) -> str:
     return json.dumps(options.model_dump(mode="json"), sort_keys=True)
 
 
 class ManifestWriter:
-    """A batch's rows, merged into the manifest as files finish: at once for the first, then batched.
+    """A worker's rows, appended to the output's manifest dataset as files finish: at once for the first,
+    then batched; compacted, with the view rewritten, on `close()`.
 
-    Rewriting the whole manifest after every file costs O(rows) each time, which on a big batch (or a
-    cached re-run, where files finish in milliseconds) is most of the run. So rows are buffered and
-    flushed when `min_interval_s` has passed since the last flush, stretched to `cost_factor` times the
-    last flush's own duration as the manifest grows, and always on `close()`. A batch killed between
+    Rows are buffered and flushed as one part when `min_interval_s` has passed since the last flush
+    (stretched to `cost_factor` times the last flush's own duration), and always on `close()`. A flush
+    writes only its own rows, so its cost does not grow with the manifest. A worker killed between
     flushes loses at most those buffered rows from the manifest, never their work: the re-run finds them
     in the cache.
     """
@@ -219,6 +358,7 @@ class ManifestWriter:
         self.cost_factor = cost_factor
         self.pending: list[dict[str, Any]] = []
         self.flushes = 0
+        self.flush_s: list[float] = []  # each flush's duration
         self._next_flush = 0.0  # monotonic time; the first row flushes at once
 
     def add(self, row: dict[str, Any]) -> bool:
@@ -230,18 +370,24 @@ class ManifestWriter:
         return True
 
     def flush(self) -> None:
-        """Merge the buffered rows into the manifest on disk now."""
+        """Append the buffered rows to the dataset now, as one part."""
         if not self.pending:
             return
         started = time.monotonic()
-        update_manifest(self.output_root, self.pending, self.storage_options)
+        if self.flushes == 0:
+            adopt_view(self.output_root, self.storage_options)
+        append_rows(self.output_root, self.pending, self.storage_options)
         self.pending = []
         self.flushes += 1
         finished = time.monotonic()
+        self.flush_s.append(finished - started)
         self._next_flush = finished + max(self.min_interval_s, self.cost_factor * (finished - started))
 
     def close(self) -> None:
+        """Flush, then compact the dataset and rewrite the manifest.parquet/.csv view."""
         self.flush()
+        if self.flushes:
+            compact(self.output_root, self.storage_options)
 
     def __enter__(self) -> ManifestWriter:
         return self

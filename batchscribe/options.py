@@ -10,9 +10,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from batchscribe.styles import DEFAULT_STYLE, StyleName
 
 EngineName = Literal["auto", "faster-whisper", "openai-whisper"]
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -65,7 +67,11 @@ class TranscribeOptions(BaseModel):
         max_length=1000,
         description="Text that primes decoding (names, spellings): every window when batched, the first when not.",
     )
-    word_timestamps: bool = Field(False, description="Word-level timing (needed for line-width-aware subtitles).")
+    word_timestamps: bool = Field(
+        False,
+        description="openai-whisper: word-level timing (faster-whisper always aligns words; subtitle cues are laid "
+        "out from them).",
+    )
     vad_filter: bool = Field(True, description="Skip non-speech with Silero VAD (faster-whisper only).")
     batch_size: int = Field(
         8,
@@ -137,10 +143,15 @@ class OutputOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     formats: tuple[FormatName, ...] = Field(ALL_FORMATS, min_length=1, description="Files written per input.")
-    max_line_width: int | None = Field(
-        None, ge=10, le=200, description="Subtitle line width in characters (uses word timestamps if present)."
+    subtitle_style: StyleName = Field(
+        DEFAULT_STYLE,
+        description="SRT and VTT cues laid out by a broadcaster's rules (line length, lines, reading speed, "
+        "duration, gaps): netflix (default) or bbc; none: one cue per segment, cut only by the line limits.",
     )
-    max_line_count: int | None = Field(None, ge=1, le=10, description="Lines per subtitle cue.")
+    max_line_width: int | None = Field(
+        None, ge=10, le=200, description="Subtitle line width in characters; None: the style's (42 for netflix)."
+    )
+    max_line_count: int | None = Field(None, ge=1, le=10, description="Lines per subtitle cue; None: the style's.")
     layout: LayoutName = Field(
         "mirror",
         description="mirror: <name>.<ext> at the input's mirrored path (talk.mp3.srt; never collides). sidecar: "
@@ -201,11 +212,11 @@ class BatchRequest(BaseModel):
         None, description="Cached task results, weights and decoded audio; default ~/.cache/batchscribe."
     )
     max_workers: int = Field(
-        8,
+        32,
         ge=1,
-        le=64,
+        le=256,
         description="Files in flight at once: fetched, decoded and transcribed concurrently (their speech "
-        "windows share the model's batches, so fewer workers than the batch size leave batches part-empty).",
+        "windows share the model's batches, and short files share rows: many short files in flight fill them).",
     )
     max_input_bytes: int | None = Field(
         None,
@@ -218,6 +229,12 @@ class BatchRequest(BaseModel):
         description="fsspec options per URL protocol for inputs and outputs, e.g. {'s3': {'endpoint_url': ...}} "
         "or {'ipfs': {'gateway': ...}}. Never logged or written to the manifest; prefer environment credentials.",
         repr=False,
+    )
+    file_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-file options by source (a file, or a folder for the files under it): language, "
+        "initial_prompt, num_speakers (implies diarizing that file). Input-list columns of the same names add "
+        "to these.",
     )
     relative_paths: dict[str, str] | None = Field(
         None,

@@ -2,8 +2,9 @@
 
 Files go through the flow in groups per task run (`flows.file_pipeline`), so each file's transcript is looked up
 and stored here rather than by Prefect's per-task cache policy. It is the same store as a cached task's
-(`<cache-dir>/results/<key>`, Prefect's ResultStore), locked the same way (`<cache-dir>/locks`): one worker
-at a time computes a key, across every process sharing the cache; the others wait, then read it.
+(`<cache-dir>/results/<key>`, Prefect's ResultStore), under the same leases (`<cache-dir>/locks`,
+`batchscribe.locks`): one worker at a time computes a key, across every process and host sharing the cache;
+the others wait, then read it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
 
-from batchscribe.locks import ProcessLockManager
+from batchscribe.locks import LeaseLockManager
 
 
 class ResultCache:
@@ -28,7 +29,7 @@ class ResultCache:
         cache_dir = Path(cache_dir)
         self.store = ResultStore(
             result_storage=LocalFileSystem(basepath=str(cache_dir / "results")),
-            lock_manager=ProcessLockManager(lock_files_directory=cache_dir / "locks"),
+            lock_manager=LeaseLockManager(cache_dir / "locks"),
             cache_result_in_memory=False,  # a batch of 100,000 files reads each result once
         )
 
@@ -47,12 +48,15 @@ class ResultCache:
         if (value := self.get(key)) is not None:
             return value, True
         holder = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
-        self.store.acquire_lock(key, holder=holder)  # waits while another worker computes it
+        # Waits while another worker holds the key's lease; past the bound it computes the key itself, unstored.
+        locked = self.store.acquire_lock(key, holder=holder)
         try:
-            if (value := self.get(key, holder)) is not None:
+            if locked and (value := self.get(key, holder)) is not None:
                 return value, True
             value = compute()
-            self.store.write(value, key=key, holder=holder)
+            if locked:
+                self.store.write(value, key=key, holder=holder)
             return value, False
         finally:
-            self.store.release_lock(key, holder=holder)
+            if locked:
+                self.store.release_lock(key, holder=holder)

@@ -3,9 +3,11 @@
 Each file's transcribe task cuts its audio into speech windows (`batchscribe.windows`), hands them to the
 scheduler of the loaded model and waits for its words; the scheduler's thread takes the oldest windows
 waiting, from any file, up to the batch size, and decodes them together (`batchscribe.decoding`). A file
-whose language is not given gets it from the vote of its rows in the first batch that holds any of them,
-and keeps it. A GPU out-of-memory halves the batch size (for the rest of the process) and decodes the
-same windows again in halves; at batch size 1 the error reaches the file's task, which falls back to the CPU.
+whose language is not given takes the one detected on its first window, and keeps it. A row that fails the
+decoder's checks is cut in two and both halves go to the front of the queue, to be decoded in the next
+batch beside other files' windows; `decoding.second_opinion` then picks the reading. A GPU out-of-memory
+halves the batch size (for the rest of the process) and decodes the same windows again in halves; at batch
+size 1 the error reaches the file's task, which falls back to the CPU.
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from batchscribe.decoding import BatchDecoder, RowRequest, RowResult
+from batchscribe import packing
+from batchscribe.decoding import BatchDecoder
 from batchscribe.errors import is_out_of_memory
-from batchscribe.windows import Window
+from batchscribe.guard import second_opinion
+from batchscribe.rows import SECOND_OPINION, RowRequest, RowResult
+from batchscribe.windows import MAX_WINDOW_S, Window, split_window
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +41,8 @@ class FileJob:
     name: str
     language: str | None
     language_probability: float = 1.0
-    redecoded: int = 0  # windows the coverage guard decoded again
+    redecoded: int = 0  # windows the guard decoded again, as two shorter rows
+    guard_s: float = 0.0  # this file's share of the batches that decoded them again
     model_s: float = 0.0  # the file's share of the model's time: each batch's time split over its rows
     warnings: list[str] = field(default_factory=list)
 
@@ -56,6 +62,10 @@ class _Item:
     request: RowRequest
     key: BatchKey
     future: Future = field(default_factory=Future)
+    packable: bool = False  # short enough to share a row with other files' windows
+    halves: list[_Item] | None = None  # a second opinion under way: the two shorter rows
+    first: RowResult | None = None  # ... and the row's first reading
+    parent: _Item | None = None  # set on a half
 
 
 class WindowScheduler:
@@ -65,7 +75,9 @@ class WindowScheduler:
         """`start=False` queues windows without decoding them until `start()` (to batch a known set at once)."""
         self.decoder = decoder
         self.batch_limit: int | None = None  # lowered after an out-of-memory, for the rest of the process
-        self.batch_sizes: list[int] = []  # of every batch handed to the model, in order (for tests and logs)
+        self.batch_sizes: list[int] = []  # rows of every batch handed to the model, in order (for tests and logs)
+        self.languages = packing.LanguagePrior()
+        self._packed: dict[int, packing.Packed] = {}  # a packed row's request -> its parts (scheduler thread only)
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -95,6 +107,7 @@ class WindowScheduler:
                 job,
                 RowRequest(w, self.decoder.features(w), task, initial_prompt, beam_size, temperatures),
                 key,
+                packable=w.duration_s <= packing.PACK_MAX_S,
             )
             for w in windows
         ]
@@ -107,23 +120,71 @@ class WindowScheduler:
         while True:
             batch = self._next_batch()
             try:
-                self._deliver(batch, self._run(batch))
+                self._deliver(batch, self._timed_run(batch))
             except Exception as error:  # noqa: BLE001 - isolate it: each window alone, so one bad file fails alone
                 if len(batch) == 1:  # already alone: decoding it again would fail the same way
-                    batch[0].future.set_exception(error)
+                    self._fail(batch[0], error)
                     continue
                 for item in batch:
                     try:
-                        self._deliver([item], self._run([item]))
+                        self._deliver([item], self._timed_run([item]))
                     except BaseException as error:  # noqa: BLE001 - this window's file hears of it
-                        item.future.set_exception(error)
+                        self._fail(item, error)
 
-    @staticmethod
-    def _deliver(batch: list[_Item], results: list[RowResult]) -> None:
+    def _timed_run(self, batch: list[_Item]) -> list[RowResult]:
+        started = time.perf_counter()
+        results = self._run(batch)
+        share = (time.perf_counter() - started) / len(batch)
+        for item in batch:
+            item.job.model_s += share  # the file's model time: its share of each batch, no waiting
+            if item.parent is not None:
+                item.job.guard_s += share
+        return results
+
+    def _fail(self, item: _Item, error: BaseException) -> None:
+        while item.parent is not None:
+            item = item.parent
+        if not item.future.done():
+            item.future.set_exception(error)
+
+    def _deliver(self, batch: list[_Item], results: list[RowResult]) -> None:
+        again: list[_Item] = []
         for item, result in zip(batch, results):
-            if result.redecoded:
-                item.job.redecoded += 1
+            halves = None
+            if result.shared > 1 and (result.verdict in SECOND_OPINION or result.unsure):
+                item.packable = False  # its shared row failed, or it lost its words there: decoded alone next
+                again.append(item)
+                continue
+            if item.parent is None and result.verdict in SECOND_OPINION and len(item.request.temperatures) > 1:
+                halves = split_window(item.request.window)
+            if halves is not None:
+                item.first, item.halves = result, [self._half(item, w) for w in halves]
+                again += item.halves
+                continue
+            if item.parent is None:
+                item.future.set_result(result)
+                continue
             item.future.set_result(result)
+            parent = item.parent
+            if parent.halves and all(h.future.done() for h in parent.halves) and not parent.future.done():
+                chosen = second_opinion(parent.first, [h.future.result() for h in parent.halves])
+                parent.job.redecoded += 1
+                parent.future.set_result(chosen)
+        if again:
+            with self._cond:
+                self._queue.extendleft(reversed(again))  # first in the next batches, beside other files' windows
+                self._cond.notify()
+
+    def _half(self, item: _Item, window: Window) -> _Item:
+        request = RowRequest(
+            window,
+            self.decoder.features(window),
+            item.request.task,
+            item.request.initial_prompt,
+            item.request.beam_size,
+            item.request.temperatures,
+        )
+        return _Item(item.job, request, item.key, parent=item)
 
     def _next_batch(self) -> list[_Item]:
         with self._cond:
@@ -132,13 +193,16 @@ class WindowScheduler:
             key = self._queue[0].key
             size = min(key.batch_size, self.batch_limit or key.batch_size)
             deadline = time.monotonic() + LINGER_S
-            while sum(1 for i in self._queue if i.key == key) < size and (left := deadline - time.monotonic()) > 0:
+            while _rows_needed([i for i in self._queue if i.key == key]) < size:
+                if (left := deadline - time.monotonic()) <= 0:
+                    break
                 self._cond.wait(left)
             batch: list[_Item] = []
             kept: deque[_Item] = deque()
             while self._queue:
                 item = self._queue.popleft()
-                (batch if item.key == key and len(batch) < size else kept).append(item)
+                fits = item.key == key and _rows_needed([*batch, item]) <= size
+                (batch if fits else kept).append(item)
             self._queue = kept
             return batch
 
@@ -147,44 +211,98 @@ class WindowScheduler:
         try:
             return self._decode(batch)
         except Exception as error:
-            if len(batch) == 1 or not is_out_of_memory(error):
+            rows = _rows(batch)
+            if len(rows) == 1 or not is_out_of_memory(error):
                 raise
-            self.batch_limit = limit = max(1, len(batch) // 2)
-            message = f"out of memory at batch size {len(batch)}; batch size lowered to {self.batch_limit}"
+            self.batch_limit = limit = max(1, len(rows) // 2)
+            message = f"out of memory at batch size {len(rows)}; batch size lowered to {self.batch_limit}"
             logger.warning("%s (%s)", message, error)
             for job in {id(i.job): i.job for i in batch}.values():
                 if message not in job.warnings:
                     job.warnings.append(message)
-            return [result for i in range(0, len(batch), limit) for result in self._run(batch[i : i + limit])]
+            done: dict[int, RowResult] = {}
+            for i in range(0, len(rows), limit):
+                part = [item for row in rows[i : i + limit] for item in row]
+                done.update((id(item), result) for item, result in zip(part, self._run(part)))
+            return [done[id(item)] for item in batch]
 
     def _decode(self, batch: list[_Item]) -> list[RowResult]:
-        self.batch_sizes.append(len(batch))
-        started = time.perf_counter()
-        encoded = self.decoder.encode(np.stack([i.request.features for i in batch]))
-        if any(i.job.language is None for i in batch):
-            self._vote(batch, self.decoder.detect([i.request for i in batch], encoded))
-        languages = [i.job.language or "en" for i in batch]
-        results = self.decoder.decode([i.request for i in batch], languages, encoded)
-        share_s = (time.perf_counter() - started) / len(batch)
-        for item in batch:
-            item.job.model_s += share_s
-        return results
+        self._detect_clips(batch)
+        rows = _rows(batch)
+        self.batch_sizes.append(len(rows))
+        requests = [self._request(row) for row in rows]
+        encoded = self.decoder.encode(np.stack([r.features for r in requests]))
+        detected = self.decoder.detect(requests, encoded)
+        for row, (language, probability) in zip(rows, detected):
+            item = row[0]
+            if item.job.language is None and item.request.window.index == 0 and item.parent is None:
+                self._decide(item.job, language, probability)
+        languages = [row[0].job.language or "en" for row in rows]
+        results = self.decoder.decode(requests, languages, encoded, detected)
+        by_item: dict[int, RowResult] = {}
+        for row, request, result in zip(rows, requests, results):
+            parts = [result] if len(row) == 1 else packing.split_back(self._packed[id(request)], result)
+            by_item.update((id(item), part) for item, part in zip(row, parts))
+        self._packed.clear()
+        return [by_item[id(item)] for item in batch]
 
-    @staticmethod
-    def _vote(batch: list[_Item], detected: list[tuple[str, float]]) -> None:
-        """A file without a language takes the one its rows in this batch detect with the most probability."""
-        votes: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        counts: dict[int, int] = defaultdict(int)
-        jobs = {}
-        for item, (language, probability) in zip(batch, detected):
-            if item.job.language is None:
-                votes[id(item.job)][language] += probability
-                counts[id(item.job)] += 1
-                jobs[id(item.job)] = item.job
-        for key, tally in votes.items():
-            language = max(tally, key=tally.get)
-            job = jobs[key]
-            job.language, job.language_probability = language, tally[language] / counts[key]
-            logger.info(
-                "Detected language '%s' with probability %.2f for %s", language, job.language_probability, job.name
-            )
+    def _request(self, row: list[_Item]) -> RowRequest:
+        if len(row) == 1:
+            return row[0].request
+        packed = packing.pack([item.request.window for item in row])
+        first = row[0].request
+        request = RowRequest(
+            packed.window,
+            self.decoder.features(packed.window),
+            first.task,
+            first.initial_prompt,
+            first.beam_size,
+            first.temperatures,
+        )
+        self._packed[id(request)] = packed
+        return request
+
+    def _detect_clips(self, batch: list[_Item]) -> None:
+        """The language of each short file that has none yet, from a short encoder pass over its first window."""
+        clips = [i for i in batch if i.packable and i.job.language is None and i.request.window.index == 0]
+        if not clips:
+            return
+        durations = [i.request.window.duration_s for i in clips]
+        features = packing.short_features([i.request.features for i in clips], durations)
+        for item, probabilities in zip(clips, self.decoder.language_probabilities(self.decoder.encode(features))):
+            language, probability = self.languages.choose(probabilities)
+            self._decide(item.job, language, probability)
+
+    def _decide(self, job: FileJob, language: str, probability: float) -> None:
+        job.language, job.language_probability = language, probability
+        self.languages.observe(language, probability)
+        logger.info("Detected language '%s' with probability %.2f for %s", language, probability, job.name)
+
+
+def _group(item: _Item) -> tuple:
+    return item.request.task, item.request.initial_prompt, item.job.language
+
+
+def _rows(batch: list[_Item]) -> list[list[_Item]]:
+    """`batch` as rows: packable windows of a known language share rows of at most 30 s; others go alone."""
+    rows: list[list[_Item]] = []
+    open_rows: dict[tuple, tuple[list[_Item], float]] = {}
+    for item in batch:
+        if not item.packable or item.job.language is None:
+            rows.append([item])
+            continue
+        row, total = open_rows.get(_group(item), (None, 0.0))
+        if row is None or not packing.fits(total, item.request.window):
+            row, total = [], 0.0
+            rows.append(row)
+        row.append(item)
+        gap = packing.JOIN_GAP_S if total else 0.0
+        open_rows[_group(item)] = (row, total + gap + item.request.window.duration_s)
+    return rows
+
+
+def _rows_needed(items: list[_Item]) -> float:
+    """About how many rows `items` make: one per window that goes alone, 30 s of packed speech per row."""
+    alone = sum(1 for i in items if not i.packable)
+    packed = sum(i.request.window.duration_s + packing.JOIN_GAP_S for i in items if i.packable)
+    return alone + packed / MAX_WINDOW_S

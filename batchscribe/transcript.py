@@ -32,6 +32,7 @@ class Segment:
     words: tuple[Word, ...] = ()
     seek: int | None = None  # start of the 30-s window it was decoded from, in mel frames; None: unknown
     speaker: str | None = None  # SPEAKER_00 ... when diarized
+    unsure: bool = False  # its text stayed unsure after every check: worth a listen
 
     def window_seek(self) -> int:
         """`seek` as openai-whisper writes it; when the engine did not say, the 30-s window of a fixed grid
@@ -63,6 +64,11 @@ class Transcript:
     @property
     def text(self) -> str:
         return "".join(segment.text for segment in self.segments)
+
+    @property
+    def unsure_s(self) -> float:
+        """Seconds of speech in segments marked unsure."""
+        return round(sum(s.end_s - s.start_s for s in self.segments if s.unsure), 3)
 
     def clamped(self) -> Transcript:
         """The transcript with no segment or word starting or ending after `duration_s` (or before 0).
@@ -110,6 +116,7 @@ class Transcript:
                 "avg_logprob": s.avg_logprob,
                 "compression_ratio": s.compression_ratio,
                 "no_speech_prob": s.no_speech_prob,
+                "unsure": s.unsure,
             }
             if word_timestamps:
                 d["words"] = [

@@ -7,9 +7,47 @@ are local paths.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import parse_qsl, urlencode
 
 from batchscribe.paths import safe_relative
+
+# Query parameters that sign or authorize a link rather than name what it serves (AWS, GCS and Azure
+# signed URLs, CloudFront, tokens): left out of keys, so a link signed again keeps its key.
+_SIGNING = re.compile(
+    r"^(x-amz-.*|x-goog-.*|awsaccesskeyid|signature|sig|se|sp|sv|sr|st|spr|skoid|sktid|skt|ske|sks|skv|"
+    r"expires|key-pair-id|policy|token|access_token|auth|api_key|apikey)$",
+    re.IGNORECASE,
+)
+_QUERY_TAG_CHARS = 40  # a longer (or unsafe) query is named by its hash
+
+
+@dataclass(frozen=True)
+class Location:
+    """A source parsed once: its protocol ("file" for local paths), the path inside that filesystem, its query."""
+
+    source: str  # as the user named it
+    protocol: str
+    path: str  # an absolute-or-relative local path, or the URL's path inside its filesystem (no query)
+    authority: str = ""  # the URL's host (credentials included, as given); "" for local paths
+    query: str = ""
+
+    @property
+    def is_remote(self) -> bool:
+        return self.protocol != "file"
+
+
+def parse(text: str) -> Location:
+    """`text` (a local path, a `file://` URL or any URL) as a Location."""
+    if not is_url(text):
+        return Location(text, "file", local_path(text))
+    scheme, authority, rest = split(text)
+    path, _, query = rest.partition("?")
+    return Location(text, scheme, path, authority, query)
 
 
 def split(url: str) -> tuple[str, str, str]:
@@ -47,10 +85,29 @@ def redact(url: str) -> str:
 
 
 def relative_path(url: str) -> str:
-    """Where a URL's outputs go under the output root: host and path, no credentials, no query.
+    """Where a URL's outputs go under the output root: host and path, no credentials, and its query's tag.
 
-    `s3://bucket/a/x.mp3` -> `bucket/a/x.mp3`; `https://u:p@host/x.mp3?sig=1` -> `host/x.mp3`.
+    `s3://bucket/a/x.mp3` -> `bucket/a/x.mp3`; `https://u:p@host/x.mp3?sig=1` -> `host/x.mp3` (a signing
+    parameter names no content); `https://host/get.mp3?id=2` -> `host/get~id=2.mp3`, so links that differ in
+    what their query asks for never share a key.
     """
-    _, authority, path = split(url)
-    host = authority.rsplit("@", 1)[-1]
-    return safe_relative((host + path).split("?", 1)[0].rstrip("/") or "input")
+    location = parse(url)
+    host = location.authority.rsplit("@", 1)[-1]
+    relative = safe_relative((host + location.path).rstrip("/") or "input")
+    tag = query_tag(location.query)
+    if not tag:
+        return relative
+    folder, _, name = relative.rpartition("/")
+    stem, suffix = (name[: -len(PurePosixPath(name).suffix)], PurePosixPath(name).suffix) if "." in name else (name, "")
+    return f"{folder}/{stem}~{tag}{suffix}" if folder else f"{stem}~{tag}{suffix}"
+
+
+def query_tag(query: str) -> str:
+    """The part of a file name that tells a query apart: its non-signing parameters, sorted; "" for none."""
+    params = sorted((k, v) for k, v in parse_qsl(query, keep_blank_values=True) if not _SIGNING.match(k))
+    if not params:
+        return ""
+    text = urlencode(params)
+    if len(text) <= _QUERY_TAG_CHARS and re.fullmatch(r"[A-Za-z0-9._=&-]+", text):
+        return text
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -22,6 +22,10 @@ SPEECH_PAD_MS = 400  # padding on each side of a VAD speech region
 MIN_SILENCE_MS = 160  # shorter pauses do not split speech regions
 CUT_SEARCH_S = 5.0  # without VAD: look for the quietest point in the last 5 s of a window
 QUIET_FRAME_S = 0.1
+QUIET_PEAK = 0.1  # audio whose loud peaks stay under -20 dBFS (a far microphone) is raised ...
+TARGET_PEAK = 0.5  # ... to peaks at -6 dBFS ...
+MAX_GAIN = 32.0  # ... by at most 30 dB, so that a quiet room's noise is not made into speech
+MIN_HALF_S = 1.0  # a window is split in two (for a second opinion) only when each half holds this much
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,45 @@ class Window:
         return max(bisect.bisect_right(starts, window_s) - 1, 0)
 
 
+def louder(audio: np.ndarray) -> np.ndarray:
+    """`audio` raised to a level VAD and Whisper hear well when its loud peaks are quiet; else as it is."""
+    if not len(audio):
+        return audio
+    peak = float(np.percentile(np.abs(audio), 99.9))
+    if peak >= QUIET_PEAK or peak <= 0:
+        return audio
+    return (audio * min(TARGET_PEAK / peak, MAX_GAIN)).astype(np.float32)
+
+
+def split_window(window: Window) -> tuple[Window, Window] | None:
+    """`window` cut in two near its middle, for a second decode of shorter rows: at the pause between two of
+    its pieces nearest the middle when one lies in its middle half, else at the quietest point there.
+    None when a half would hold less than MIN_HALF_S."""
+    n = len(window.audio)
+    low, high = n // 4, 3 * n // 4
+    if n < 2 * MIN_HALF_S * SAMPLE_RATE:
+        return None
+    joins = [round(p.window_s * SAMPLE_RATE) for p in window.pieces[1:]]
+    inside = [j for j in joins if low <= j <= high]
+    if inside:
+        cut = min(inside, key=lambda j: abs(j - n // 2))
+    else:
+        cut = low + quietest_point(window.audio[low:high], int(QUIET_FRAME_S * SAMPLE_RATE))
+    cut = min(max(cut, int(MIN_HALF_S * SAMPLE_RATE)), n - int(MIN_HALF_S * SAMPLE_RATE))
+    return _part(window, 0, cut), _part(window, cut, n)
+
+
+def _part(window: Window, start: int, end: int) -> Window:
+    """Samples `start`..`end` of `window` as a window of their own, keeping the map to the file's clock."""
+    start_s, end_s = start / SAMPLE_RATE, end / SAMPLE_RATE
+    pieces = []
+    for p in window.pieces:
+        lo, hi = max(p.window_s, start_s), min(p.window_s + p.duration_s, end_s)
+        if hi > lo:
+            pieces.append(Piece(lo - start_s, p.file_s + lo - p.window_s, hi - lo))
+    return Window(window.index, np.ascontiguousarray(window.audio[start:end]), tuple(pieces))
+
+
 def speech_windows(audio: np.ndarray, *, vad: bool, offset_s: float = 0.0, first_index: int = 0) -> list[Window]:
     """Cut `audio` (whose first sample is `offset_s` into the file) into windows of at most MAX_WINDOW_S.
 
@@ -72,6 +115,7 @@ def speech_windows(audio: np.ndarray, *, vad: bool, offset_s: float = 0.0, first
     Returns:
         Windows in file order; none when VAD finds no speech.
     """
+    audio = louder(audio)
     regions = _speech_regions(audio) if vad else list(_fixed_regions(audio))
     windows: list[Window] = []
     for group in _pack(regions):

@@ -64,7 +64,13 @@ class SubtitlesWriter(ResultWriter):
 
     def write_result(self, transcript: Transcript, file: TextIO, options: OutputOptions) -> None:
         file.write(self.header)
-        cues = layout_cues(transcript, max_line_width=options.max_line_width, max_line_count=options.max_line_count)
+        cues = layout_cues(
+            transcript,
+            max_line_width=options.max_line_width,
+            max_line_count=options.max_line_count,
+            style=options.subtitle_style,
+            label=(lambda speaker: "") if self.voice_spans else speaker_prefix,
+        )
         for number, cue in enumerate(cues, start=1):
             text = cue.text
             if self.escape_html:

@@ -1,11 +1,16 @@
-"""GPU checks in one short run (under 8 minutes on one GPU): both engines in fp16, batch sizes 8/16/32.
+"""GPU checks in one short run (under 8 minutes on one GPU): both engines in fp16, batch sizes 8/16/32,
+and the whole flow on many short files.
 
     .venv/bin/python bench/gpu.py [--model base] [--batch-sizes 8,16,32] [--short-files 40] [--long-minutes 10]
+                                  [--flow-clips 300] [--clips-dir DIR]
 
 Built from the committed speech (tests/fixtures/speech and samples/, with their known text): 40 short
 files of one clip each and one long English file of rotating clips. Prints, per configuration, x realtime,
-the ratio to openai-whisper fp16 (the PyTorch reference, one window at a time) and WER. Exits 2 when no
-CUDA device is visible. `pytest -m requires_cuda` runs the GPU tests.
+the ratio to openai-whisper fp16 (the PyTorch reference, one window at a time) and WER. Then the whole
+flow with its defaults (cross-file rows, 32 files in flight) over `--flow-clips` clips of 1-3 s: the clips
+`bench/scheduler.py` wrote (`--clips-dir`, e.g. bench/out-scheduler/corpus/clips, carried to a GPU machine
+that has no voice packages), else 2-s pieces of the committed speech; prints files a second and ms a file.
+Exits 2 when no CUDA device is visible. `pytest -m requires_cuda` runs the GPU tests.
 """
 
 from __future__ import annotations
@@ -41,6 +46,45 @@ def corpus(n_short: int, long_minutes: float) -> tuple[list[tuple[np.ndarray, st
     return short, [(np.concatenate(parts), " ".join(texts))]
 
 
+def flow_row(n: int, clips_dir: str, out: Path) -> None:
+    """The whole flow with its defaults on CUDA over `n` short files: files a second and ms a file."""
+    import os
+
+    from speed import flow_texts, start_server
+
+    from batchscribe.server import OFFLINE_ENV
+
+    folder = Path(clips_dir) if clips_dir else None
+    paths = sorted(folder.glob("clip_*.mp3"))[:n] if folder and folder.is_dir() else []
+    if not paths:
+        import subprocess
+
+        from speed import clips
+
+        from batchscribe.audio import ffmpeg_exe
+
+        pieces = [pcm[i : i + 2 * SAMPLE_RATE] for pcm, _, _ in clips() for i in range(0, len(pcm), 2 * SAMPLE_RATE)]
+        (out / "clips").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            dest = out / "clips" / f"clip_{i:03d}.wav"
+            cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "s16le", "-ar", "16000", "-ac", "1", "-i", "-"]
+            subprocess.run([*cmd, str(dest)], input=pieces[i % len(pieces)].astype("<i2").tobytes(), check=True)
+            paths.append(dest)
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    server, url = start_server(out / "prefect-home")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        files = [{"path": str(p)} for p in paths]
+        started = time.perf_counter()
+        flow_texts(files, out / "flow-output", out / "flow-cache")
+        wall_s = time.perf_counter() - started
+    finally:
+        server.terminate()
+    print(f"\nwhole flow, defaults on CUDA: {len(files)} short files in {wall_s:.1f} s: "
+          f"{len(files) / wall_s:.1f} files/s, {1000 * wall_s / len(files):.0f} ms a file")  # fmt: skip
+
+
 def run(engine, options, files: list[tuple[np.ndarray, str]], workers: int) -> tuple[float, list[str]]:
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -55,6 +99,8 @@ def main() -> int:
     parser.add_argument("--short-files", type=int, default=40)
     parser.add_argument("--long-minutes", type=float, default=10.0)
     parser.add_argument("--cache-dir", default=str(ROOT / "bench" / "out-gpu" / "cache"))
+    parser.add_argument("--flow-clips", type=int, default=300)
+    parser.add_argument("--clips-dir", default="")
     args = parser.parse_args()
 
     from scheduler import words
@@ -85,6 +131,8 @@ def main() -> int:
             reference_s = reference_s or wall_s
             error = jiwer.wer([words(t) for _, t in files], [words(t) for t in texts])
             print(f"{name:<32} {wall_s:8.1f} {audio_s / wall_s:11.1f} {reference_s / wall_s:10.2f} {100 * error:6.1f}%")
+    if args.flow_clips:
+        flow_row(args.flow_clips, args.clips_dir, cache.parent)
     return 0
 
 

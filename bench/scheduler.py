@@ -1,26 +1,32 @@
-"""Many short files and one long file: the window scheduler against its peers, side by side in one run.
+"""Many short clips, short files and one long talk: the window scheduler against its peers, side by side.
 
-    .venv/bin/python bench/scheduler.py [--short-files 40] [--long-minutes 8] [--out bench/out-scheduler]
+    .venv/bin/python bench/scheduler.py [--clips 300] [--short-files 40] [--long-minutes 10]
 
-The corpus is real recorded speech with known text: the US English and Mexican Spanish voice prompts of
-Debian's asterisk-core-sounds packages (Allison Smith, CC-BY-SA-3.0), joined with short pauses into clips
-of 8-20 s and into one long file in which no prompt repeats within a few minutes. Every configuration runs
-in its own child process over the same files and the same base weights:
+The corpus is real recorded speech with known text (bench/corpus.py: five voice talents in English,
+Mexican Spanish, Canadian French, Italian and Russian):
+
+  clips   unique prompts of 1-3 s, three in five English, the rest in the other four languages (voice
+          notes, call snippets, dataset clips); also run at a third of the count, for the per-file cost
+  short   prompts joined with short pauses into files of 8-25 s, three in four English, the rest Spanish
+  long    a 10-minute English talk drawn from 60 sentences, so that many repeat (as in menus, lists and
+          lectures that restate a point): no corpus is arranged so that the guard never runs
+
+Every configuration runs in its own child process over the same files and the same base weights:
 
   (a)  the Bacalhau example's approach: openai-whisper fp32, beam 5, fallback, one file after another
   (b1) faster-whisper's sequential decoder with its own defaults, one file after another (the careful peer)
   (b2) faster-whisper's BatchedInferencePipeline, batch 8, its defaults, one file after another
-  (c)  batchscribe's engine defaults: the window scheduler, 8 files in flight
+  (c)  batchscribe's engine defaults: the window scheduler, 32 files in flight
   (d)  the whole batchscribe flow with its defaults (short files only): orchestration on top of (c)
 
 It prints x realtime, the ratio to the fastest peer (b2), WER (lower-cased, punctuation and accents
-stripped) and peak RSS. Machines are noisy: read the ratios, not the absolute seconds.
+stripped) and peak RSS. Peers' times leave out loading the model; (c) and (d) count their whole run.
+Machines are noisy: read the ratios, not the absolute seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
@@ -37,17 +43,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SAMPLE_RATE = 16_000
-VOICES = {  # language -> (prompt folder, transcript list)
-    "en": (
-        "/usr/share/asterisk/sounds/en_US_f_Allison",
-        "/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz",
-    ),
-    "es": (
-        "/usr/share/asterisk/sounds/es_MX_f_Allison",
-        "/usr/share/doc/asterisk-core-sounds-es/core-sounds-es.txt.gz",
-    ),
-}
+sys.path.insert(0, str(ROOT / "bench"))
+
+from corpus import SAMPLE_RATE, decode, encode, ffmpeg, pause, prompts  # noqa: E402
+
 CONFIGS = (
     "a-bacalhau-example",
     "b1-faster-sequential",
@@ -55,52 +54,37 @@ CONFIGS = (
     "c-batchscribe-scheduler",
     "d-batchscribe-flow",
 )
+WORKERS = 32  # files in flight for (c): the flow's default
 
 
 # --- corpus ------------------------------------------------------------------------------------------------
 
 
-def ffmpeg() -> str:
-    from batchscribe.audio import ffmpeg_exe
-
-    return ffmpeg_exe()
-
-
-def decode(path: Path | str) -> np.ndarray:
-    cmd = [ffmpeg(), "-nostdin", "-v", "error", "-i", f"file:{path}", "-f", "s16le", "-ac", "1", "-ar", "16000", "-"]
-    return np.frombuffer(subprocess.run(cmd, check=True, capture_output=True).stdout, "<i2")
-
-
-def encode(pcm: np.ndarray, dest: Path) -> None:
-    cmd = [ffmpeg(), "-nostdin", "-v", "error", "-y", "-f", "s16le", "-ac", "1", "-ar", "16000", "-i", "-"]
-    subprocess.run([*cmd, "-b:a", "64k", f"file:{dest}"], input=pcm.astype("<i2").tobytes(), check=True)
-
-
-def prompts(language: str) -> list[tuple[np.ndarray, str]]:
-    """Every spoken prompt of one voice whose text is plain words (no digits, no sound-effect notes)."""
-    folder, listing = VOICES[language]
-    if not Path(listing).exists():  # the text lists' package may conflict with installed prompts: unpacked here
-        listing = str(ROOT / "bench" / "voices" / listing.lstrip("/"))
-    if not Path(listing).exists():
-        raise SystemExit(f"missing {listing}: `make bench` unpacks asterisk-core-sounds-{language} there")
-    result = []
-    for line in gzip.open(listing, "rt", encoding="utf-8", errors="replace"):
-        name, sep, text = line.partition(":")
-        text = text.strip()
-        wav = Path(folder) / f"{name.strip()}.wav"
-        if sep and wav.exists() and len(text.split()) >= 3 and not re.search(r"[\d\[\]<>/()]", text):
-            result.append((decode(wav), text))
-    return result
+def build_clips(folder: Path, n: int, seed: int = 0) -> list[dict]:
+    """`n` unique prompts of 1-3 s, three in five English."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    pools = {lang: [p for p in prompts(lang) if SAMPLE_RATE <= len(p[0]) <= 3 * SAMPLE_RATE] for lang in
+             ("en", "es", "fr", "it", "ru")}  # fmt: skip
+    for pool in pools.values():
+        rng.shuffle(pool)
+    files = []
+    for i in range(n):
+        lang = "en" if i % 5 < 3 else ("es", "fr", "it", "ru")[(i // 5) % 4]
+        if not pools[lang]:
+            lang = "en"
+        pcm, text = pools[lang].pop()
+        dest = folder / f"clip_{i:03d}_{lang}.mp3"
+        encode(pcm, dest)
+        files.append({"path": str(dest), "text": text, "language": lang, "duration_s": len(pcm) / SAMPLE_RATE})
+    return files
 
 
 def build_corpus(folder: Path, n_short: int, long_minutes: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Short clips of 8-20 s (three in four English, the rest Spanish) and one long English file."""
+    """Short files of 8-25 s (three in four English, the rest Spanish) and one long English talk."""
     rng = random.Random(seed)
-    pools = {lang: [p for p in prompts(lang) if len(p[0]) < 15 * SAMPLE_RATE] for lang in VOICES}
+    pools = {lang: [p for p in prompts(lang) if len(p[0]) < 15 * SAMPLE_RATE] for lang in ("en", "es")}
     folder.mkdir(parents=True, exist_ok=True)
-
-    def gap() -> np.ndarray:
-        return np.zeros(int(rng.uniform(0.3, 0.9) * SAMPLE_RATE), "<i2")
 
     def join(pool: list, target_s: float, order: list[int], max_s: float) -> tuple[np.ndarray, str]:
         parts, texts, seconds = [], [], 0.0
@@ -108,7 +92,7 @@ def build_corpus(folder: Path, n_short: int, long_minutes: float, seed: int = 0)
             pcm, text = pool[order.pop()]
             if seconds + len(pcm) / SAMPLE_RATE > max_s:
                 continue
-            parts += [pcm, gap()]
+            parts += [pcm, pause(rng.uniform(0.3, 0.9))]
             texts.append(text)
             seconds += len(pcm) / SAMPLE_RATE + len(parts[-1]) / SAMPLE_RATE
         return np.concatenate(parts), " ".join(texts)
@@ -119,14 +103,15 @@ def build_corpus(folder: Path, n_short: int, long_minutes: float, seed: int = 0)
         lang = "es" if i % 4 == 3 else "en"
         if len(orders[lang]) < 8:
             orders[lang] = rng.sample(range(len(pools[lang])), len(pools[lang]))
-        pcm, text = join(pools[lang], rng.uniform(8, 16), orders[lang], max_s=19.5)
+        pcm, text = join(pools[lang], rng.uniform(8, 22), orders[lang], max_s=25)
         dest = folder / f"short_{i:02d}_{lang}.mp3"
         encode(pcm, dest)
         short.append({"path": str(dest), "text": text, "language": lang, "duration_s": len(pcm) / SAMPLE_RATE})
     long = []
     if long_minutes > 0:
-        order = rng.sample(range(len(pools["en"])), len(pools["en"]))
-        pcm, text = join(pools["en"], long_minutes * 60, order * 4, max_s=long_minutes * 60 + 30)
+        talk = rng.sample([p for p in pools["en"] if len(p[0]) > 2 * SAMPLE_RATE], 60)  # sentences repeat
+        order = [rng.randrange(len(talk)) for _ in range(int(long_minutes * 60 / 2))]
+        pcm, text = join(talk, long_minutes * 60, order, max_s=long_minutes * 60 + 30)
         dest = folder / "long_en.mp3"
         encode(pcm, dest)
         long.append({"path": str(dest), "text": text, "language": "en", "duration_s": len(pcm) / SAMPLE_RATE})
@@ -156,6 +141,7 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
         model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads())
         batched = BatchedInferencePipeline(model)
         texts = []
+        started = time.perf_counter()  # the model's load is not counted
         for f in files:
             audio = decode(f["path"]).astype(np.float32) / 32768.0
             if name == "b1-faster-sequential":
@@ -174,7 +160,7 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
             audio = decode_audio(Path(f["path"]), output / "pcm" / (Path(f["path"]).name + ".pcm"))
             return engine.transcribe_file(Path(audio.path), options).transcript.text
 
-        with ThreadPoolExecutor(8) as pool:  # the flow's default number of files in flight
+        with ThreadPoolExecutor(WORKERS) as pool:  # the flow's default number of files in flight
             texts = list(pool.map(one, files))
     else:
         from speed import flow_texts
@@ -238,10 +224,21 @@ def table(title: str, files: list[dict], rows: list[tuple[str, dict]]) -> None:
         print(f"whole flow / bare scheduler: {flow / bare:.3f}x (target <= 1.05x)")
 
 
+def per_file(clips: list[dict], out: Path, base_cache: Path, resume: bool) -> None:
+    """The scheduler's cost per file at a third of the clips against all of them (it should not grow)."""
+    third = clips[: len(clips) // 3]
+    small = child("c-batchscribe-scheduler", third, out, base_cache, resume)
+    full = json.loads((out / f"spec-c-batchscribe-scheduler-{len(clips)}.result.json").read_text())
+    small_s, full_s = small["wall_s"] / len(third), full["wall_s"] / len(clips)
+    print(f"per-file cost: {1000 * small_s:.0f} ms at {len(third)} clips, {1000 * full_s:.0f} ms at {len(clips)}: "
+          f"{full_s / small_s:.2f}x (target <= 1.1x)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=300)
     parser.add_argument("--short-files", type=int, default=40)
-    parser.add_argument("--long-minutes", type=float, default=8.0)
+    parser.add_argument("--long-minutes", type=float, default=10.0)
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out-scheduler"))
     parser.add_argument("--resume", action="store_true", help="keep --out and reuse the results it holds")
@@ -278,6 +275,12 @@ def main() -> None:
         weights.openai_checkpoint(weights.ct2_model_dir("base", base_cache), base_cache)  # outside the timings
         short, long = build_corpus(out / "corpus", args.short_files, args.long_minutes)
         configs = [c for c in args.configs.split(",") if c]
+        if args.clips:
+            clips = build_clips(out / "corpus" / "clips", args.clips)
+            names = [c for c in configs if c.startswith(("b1", "b2", "c"))]
+            table("clips of 1-3 s", clips, [(c, child(c, clips, out, base_cache, args.resume)) for c in names])
+            if "c-batchscribe-scheduler" in names:
+                per_file(clips, out, base_cache, args.resume)
         table("short files", short, [(c, child(c, short, out, base_cache, args.resume)) for c in configs])
         if long:
             rows = [(c, child(c, long, out, base_cache, args.resume)) for c in configs if c != "d-batchscribe-flow"]

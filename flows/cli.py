@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from batchscribe.server import OFFLINE_ENV
 from flows.cli_args import build_parser, request_from_args, rerun_request_from_args
-from flows.cli_report import ProgressBar, status_report, summary_table
+from flows.cli_report import ProgressBar, search, status_report, summary_table
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
+EXIT_CANCELLED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 # Offline and quiet by default; every one can be overridden from the environment.
 PREFECT_DEFAULTS = {
@@ -37,10 +41,13 @@ def run(args: argparse.Namespace) -> int:
 
     from batchscribe.manifest import MANIFEST_CSV, MANIFEST_PARQUET
     from batchscribe.storage import join, output_root
-    from flows.transcribe_batch import BatchFailed, transcribe_batch
+    from flows.transcribe_batch import BatchCancelled, BatchFailed, transcribe_batch
 
-    state = _run_flow(transcribe_batch, request, args)
+    with _ctrl_c_cancels():
+        state = _run_flow(transcribe_batch, request, args)
     result = state.result(raise_on_failure=False)
+    if isinstance(result, BatchCancelled):
+        _exit_cancelled(result.manifest)
     if isinstance(result, BatchFailed):
         manifest = result.manifest
     elif isinstance(result, BaseException):
@@ -55,6 +62,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"{failed} of {len(manifest)} files did not transcribe; see the error column.", file=sys.stderr)
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+@contextmanager
+def _ctrl_c_cancels() -> Iterator[None]:
+    """The first Ctrl-C (SIGINT) cancels the batch cleanly (batchscribe.cancel); a second one stops at once."""
+    from batchscribe import cancel
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if cancel.requested():
+            raise KeyboardInterrupt
+        cancel.request()
+        print(
+            f"\nbatchscribe: cancelling: queued files stop, files in flight get {cancel.GRACE_S:.0f} s to finish "
+            "(Ctrl-C again to stop at once)",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _exit_cancelled(manifest: Any) -> None:
+    """Report a cancelled batch and end the process now: threads still decoding are not waited for."""
+    print(summary_table(manifest))
+    done = int((manifest["status"] != "cancelled").sum())
+    print(
+        f"batchscribe: cancelled; {done} files finished and are in the manifest, "
+        f"{len(manifest) - done} in flight were cancelled; run the same command again to finish the rest.",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_CANCELLED)
 
 
 def _api_url() -> str:
@@ -149,7 +192,7 @@ def status(args: argparse.Namespace) -> int:
     if not len(manifest):
         print(f"batchscribe: no manifest in {_manifest_root(args.output)}", file=sys.stderr)
         return EXIT_USAGE
-    print(status_report(manifest))
+    print(status_report(manifest, _manifest_root(args.output), review_limit=args.review))
     return EXIT_OK if (manifest["status"] == "ok").all() else EXIT_SOME_FAILED
 
 
@@ -159,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in PREFECT_DEFAULTS.items():
         if not (getattr(args, "verbose", False) and key == "PREFECT_LOGGING_LEVEL"):
             os.environ.setdefault(key, value)
-    commands = {"run": run, "rerun": rerun, "status": status}
+    commands = {"run": run, "rerun": rerun, "status": status, "search": search}
     if args.command in commands:
         return commands[args.command](args)
     return server(args.action)

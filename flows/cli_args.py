@@ -13,10 +13,11 @@ from batchscribe.options import (
     DiarizeOptions,
     EngineName,
     LayoutName,
+    OutputOptions,
     TaskName,
     TranscribeOptions,
 )
-from flows.cli_report import present
+from batchscribe.styles import STYLE_NAMES
 
 DESCRIPTION = "Batch speech recognition: transcribe, re-run and inspect batches; manage the local Prefect server."
 # The CLI's defaults are the options' own (one definition, in batchscribe.options).
@@ -33,8 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
     _add_rerun_parser(sub)
-    status = sub.add_parser("status", help="what OUT's manifest holds: counts by status and language, hours, failures")
+    status = sub.add_parser(
+        "status",
+        help="what OUT holds: counts by status and language, hours, a running batch's rate and time left, "
+        "failures, and the files a person should check first",
+    )
     status.add_argument("output", metavar="OUT", help="an output folder (or its manifest.parquet / .csv)")
+    status.add_argument(
+        "--review", type=int, default=20, metavar="N", help="list the N files to check first (0: none; default 20)"
+    )
+    search = sub.add_parser("search", help="find a phrase in OUT's segments: prints file, time and line")
+    search.add_argument("output", metavar="OUT", help="an output folder (or its manifest), whose segments/ is searched")
+    search.add_argument("phrase", help="words to find, in order, anywhere in a segment (case ignored)")
+    search.add_argument("--format", default="text", choices=["text", "csv"], help="csv: a header, then one hit a row")
+    search.add_argument("--limit", type=int, default=None, metavar="N", help="print at most N hits")
     server = sub.add_parser("server", help="the local Prefect server used when PREFECT_API_URL is not set")
     server.add_argument("action", choices=["start", "stop", "status"])
     return parser
@@ -73,7 +86,9 @@ def _add_transcribe_arguments(run: argparse.ArgumentParser) -> None:
         help="step up to 1.0 when decoding fails its checks; 0 disables fallback",
     )
     run.add_argument("--initial-prompt", default=None)
-    run.add_argument("--word-timestamps", action="store_true")
+    run.add_argument(
+        "--word-timestamps", action="store_true", help="openai-whisper: time words (faster-whisper always does)"
+    )
     run.add_argument("--no-vad", dest="vad_filter", action="store_false", help="do not skip silence (faster-whisper)")
     run.add_argument(
         "--batch-size",
@@ -100,8 +115,15 @@ def _add_output_arguments(run: argparse.ArgumentParser) -> None:
         default="all",
         help=f"comma-separated from {','.join(ALL_FORMATS + SPEAKER_FORMATS)}, or all (rttm too with --diarize)",
     )
-    run.add_argument("--max-line-width", type=int, default=None)
-    run.add_argument("--max-line-count", type=int, default=None)
+    run.add_argument(
+        "--subtitle-style",
+        default=OutputOptions.model_fields["subtitle_style"].default,
+        choices=STYLE_NAMES,
+        help="SRT/VTT cues by a broadcaster's line, reading-speed and timing rules: netflix (default), bbc; "
+        "none: one cue per segment",
+    )
+    run.add_argument("--max-line-width", type=int, default=None, help="characters a line (default: the style's)")
+    run.add_argument("--max-line-count", type=int, default=None, help="lines a cue (default: the style's)")
     run.add_argument(
         "--layout",
         default="mirror",
@@ -143,8 +165,11 @@ def _add_rerun_parser(sub: Any) -> None:
     )
     rerun.add_argument("output", metavar="OUT", help="the output folder of an earlier run (or its manifest.parquet)")
     rerun.add_argument(
-        "--statuses", default="failed", help="comma-separated row statuses to run again (default: failed)"
+        "--statuses",
+        default="failed,cancelled",
+        help="comma-separated row statuses to run again (default: failed,cancelled)",
     )
+    rerun.add_argument("--diarize", action="store_true", help="label speakers (default: as each row recorded)")
     for flag in ("--model", "--compute-type", "--language", "--initial-prompt", "--cache-dir"):
         rerun.add_argument(flag)
     rerun.add_argument("--engine", choices=get_args(EngineName))
@@ -153,6 +178,7 @@ def _add_rerun_parser(sub: Any) -> None:
         rerun.add_argument(flag, type=int)
     rerun.add_argument("-f", "--formats", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
     rerun.add_argument("--layout", choices=get_args(LayoutName))
+    rerun.add_argument("--subtitle-style", choices=STYLE_NAMES)
     rerun.add_argument("--no-progress", action="store_true", default=False)
     rerun.add_argument("-v", "--verbose", action="store_true", default=False)
 
@@ -179,8 +205,6 @@ def temperatures(start: float, increment: float) -> tuple[float, ...]:
 
 
 def request_from_args(args: argparse.Namespace) -> BatchRequest:
-    from batchscribe.options import OutputOptions
-
     # "all" leaves the default, which gains rttm when diarizing (BatchRequest).
     formats = {} if args.formats == "all" else {"formats": tuple(f.strip() for f in args.formats.split(",") if f)}
     counts = {"num_speakers": args.num_speakers, "min_speakers": args.min_speakers, "max_speakers": args.max_speakers}
@@ -207,62 +231,34 @@ def request_from_args(args: argparse.Namespace) -> BatchRequest:
             batch_size=args.batch_size,
         ),
         outputs=OutputOptions(
-            **formats, max_line_width=args.max_line_width, max_line_count=args.max_line_count, layout=args.layout
+            **formats,
+            subtitle_style=args.subtitle_style,
+            max_line_width=args.max_line_width,
+            max_line_count=args.max_line_count,
+            layout=args.layout,
         ),
         diarize=DiarizeOptions(enabled=args.diarize or bool(counts), **counts),
     )
 
 
 def rerun_request_from_args(args: argparse.Namespace, manifest: Any) -> Any:
-    """The RerunRequest for `batchscribe rerun`: the chosen rows' recorded options, overridden by the flags given."""
-    from flows.rerun_failed import RerunRequest
+    """The RerunRequest for `batchscribe rerun`: each row's recorded options, changed only by the flags given."""
+    from flows.rerun_failed import RerunRequest, output_formats
 
     given = vars(args)
-    statuses = [s.strip() for s in given.get("statuses", "failed").split(",") if s.strip()]
-    chosen = manifest[manifest["status"].isin(statuses)]
-    recorded = chosen.iloc[0] if len(chosen) else None
-    transcribe = _recorded_transcribe_options(recorded)
-    for name in ("model", "engine", "device", "compute_type", "language", "initial_prompt", "beam_size", "batch_size"):
-        if name in given:
-            transcribe[name] = given[name]
-    outputs = _recorded_output_options(recorded)
-    for name in ("max_line_width", "max_line_count", "layout"):
-        if name in given:
-            outputs[name] = given[name]
+    statuses = [s.strip() for s in given.get("statuses", "failed,cancelled").split(",") if s.strip()]
+    names = ("model", "engine", "device", "compute_type", "language", "initial_prompt", "beam_size", "batch_size")
+    transcribe = {name: given[name] for name in names if name in given}
+    output_names = ("subtitle_style", "max_line_width", "max_line_count", "layout")
+    outputs = {name: given[name] for name in output_names if name in given}
     if "formats" in given:
-        outputs["formats"] = _formats(given["formats"])
+        outputs["formats"] = output_formats(given["formats"])
     return RerunRequest(
         manifest=args.output,
         statuses=statuses,
         transcribe=transcribe,
         outputs=outputs,
+        diarize=DiarizeOptions(enabled=True) if given.get("diarize") else None,
         cache_dir=given.get("cache_dir"),
         max_workers=given.get("workers", RerunRequest.model_fields["max_workers"].default),
     )
-
-
-def _recorded_transcribe_options(row: Any) -> dict[str, Any]:
-    import json
-
-    if row is None or not isinstance(row["options"], str):
-        return {}
-    recorded = json.loads(row["options"])
-    return {k: v for k, v in recorded.items() if k in TranscribeOptions.model_fields}
-
-
-def _recorded_output_options(row: Any) -> dict[str, Any]:
-    if row is None:
-        return {}
-    recorded: dict[str, Any] = {}
-    if isinstance(row["formats"], str):
-        recorded["formats"] = _formats(row["formats"])
-    for name in ("max_line_width", "max_line_count"):
-        if present(row[name]):
-            recorded[name] = int(row[name])
-    if isinstance(row["layout"], str):
-        recorded["layout"] = row["layout"]
-    return recorded
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    return ALL_FORMATS if text == "all" else tuple(f.strip() for f in text.split(",") if f.strip())

@@ -13,13 +13,13 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchscribe import storage, urls
+from batchscribe import storage
 from batchscribe.errors import STATUS_OK
 from batchscribe.inputs import resolve_inputs
-from batchscribe.manifest import KEY, artifact_records, read_manifest
+from batchscribe.manifest import KEY, artifact_records, known_keys, read_manifest
 from batchscribe.media import InputItem
 from batchscribe.options import BatchRequest
-from flows.transcribe_batch import ARTIFACT_ROWS, all_inputs
+from flows.transcribe_batch import ARTIFACT_ROWS, inputs_and_file_options
 
 POLL_S = 5.0
 
@@ -66,16 +66,18 @@ def chunk_request(batch: BatchRequest, part: list[InputItem]) -> dict[str, Any]:
 def transcribe_fan_out(request: FanOutRequest) -> pd.DataFrame:
     """Resolve the batch's inputs, run each chunk as a `request.deployment` run, wait for all; return the rows.
 
-    Every chunk writes into the same output folder; the manifest is merged under a per-folder lock, so a
-    local or shared (NFS) folder ends with one row per file. The run ends Failed when any chunk did not.
+    Every chunk writes into the same output (a local or shared folder, or an object-store URL): each
+    appends its own part files to the manifest dataset, so the output ends with one row per file, no lock.
+    The run ends Failed when any chunk did not.
     """
     logger = get_run_logger()
     batch = request.batch
     output_root = storage.output_root(batch.output)
-    items = resolve_inputs(all_inputs(batch), batch.relative_paths, batch.storage_options)
+    known = known_keys(output_root, batch.storage_options)
+    inputs, file_options = inputs_and_file_options(batch)  # chunks drop the input lists: keep their options
+    items = resolve_inputs(inputs, batch.relative_paths, batch.storage_options, known)
+    batch = batch.model_copy(update={"file_options": file_options})
     parts = split(items, request.chunks)
-    if len(parts) > 1 and urls.is_url(output_root):
-        raise ValueError(f"{output_root}: remote outputs have no manifest lock; use chunks=1 or a shared folder")
     logger.info("Splitting %d files into %d runs of %s", len(items), len(parts), request.deployment)
 
     started = [

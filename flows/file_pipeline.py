@@ -10,9 +10,10 @@ what decides its words (`batchscribe.cache_keys`, `ResultCache`), so a cached fi
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
-from batchscribe import urls
+from batchscribe import cancel, urls
 from batchscribe.audio import AudioFile
 from batchscribe.cache_keys import transcript_key
 from batchscribe.decode import AUDIO_DIR
@@ -31,6 +32,7 @@ from batchscribe.media import InputItem, StagedFile
 from batchscribe.options import SPEAKER_FORMATS, BatchRequest, TranscribeOptions
 from batchscribe.result_cache import ResultCache
 from batchscribe.retries import Attempts
+from batchscribe.segment_table import SegmentsWriter
 from batchscribe.transcript import Transcript
 from tasks.audio import extract_audio
 from tasks.diarize import DiarizeResult
@@ -54,11 +56,23 @@ class FileGroup:
 
 
 @task(task_run_name="files-{group.name}", cache_policy=NO_CACHE)
-def transcribe_files(group: FileGroup, pipeline: FilePipeline, on_row: Callable[[dict[str, Any]], None]) -> int:
-    """Carry each file of `group` through `pipeline`, handing its manifest row to `on_row` as soon as it is ready."""
+def transcribe_files(
+    group: FileGroup,
+    pipeline: FilePipeline,
+    on_row: Callable[[dict[str, Any]], None],
+    on_start: Callable[[InputItem], bool] = lambda item: True,
+) -> int:
+    """Carry each file of `group` through `pipeline`, handing its manifest row to `on_row` as soon as it is ready.
+
+    `on_start` is told of each file before it starts; False stops the group there (a cancelled batch).
+    """
+    done = 0
     for item in group.items:
+        if not on_start(item):
+            break
         on_row(pipeline.run(item))
-    return len(group.items)
+        done += 1
+    return done
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,25 @@ class FilePipeline:
     results: ResultCache
     full_names: frozenset[str] = frozenset()  # sidecar layout: inputs that keep their full name (collisions)
     diarize: Task | None = None  # None: no speaker labels
+    file_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-file options by source key
+    segments: SegmentsWriter | None = None  # the segments dataset beside the manifest; None: not written
+
+    def for_item(self, item: InputItem) -> FilePipeline:
+        """This pipeline with `item`'s own options (language, initial_prompt, num_speakers) applied."""
+        key, found = source_key(item.source), {}
+        sep = "/" if urls.is_url(key) else os.sep
+        parts = key.split(sep)
+        for depth in range(1, len(parts) + 1):  # a folder's options, then a deeper one's, then the file's
+            found.update(self.file_options.get(sep.join(parts[:depth]), {}))
+        if not found:
+            return self
+        transcribe = {k: v for k, v in found.items() if k in ("language", "initial_prompt")}
+        options = TranscribeOptions.model_validate({**self.options.model_dump(), **transcribe}).resolved()
+        request = self.request
+        if "num_speakers" in found:
+            diarize = request.diarize.model_copy(update={"enabled": True, "num_speakers": int(found["num_speakers"])})
+            request = request.model_copy(update={"diarize": diarize})
+        return replace(self, options=options, request=request)
 
     def first_columns(self, item: InputItem) -> dict[str, Any]:
         """What a row says before the file is read: where it is from and what was asked for."""
@@ -84,7 +117,9 @@ class FilePipeline:
             "compute_type": options.compute_type,
             "options_hash": options.cache_hash(),
             "options": options_json(options),  # what was asked for, until the engine says what ran
+            "diarize": options_json(self.request.diarize) if self.request.diarize.enabled else None,
             "formats": ",".join(outputs.formats),
+            "subtitle_style": outputs.subtitle_style,
             "max_line_width": outputs.max_line_width,
             "max_line_count": outputs.max_line_count,
             "layout": outputs.layout,
@@ -98,7 +133,12 @@ class FilePipeline:
         return {**self.first_columns(item), **reason, "attempts": 1, "finished_at": now, "wall_s": 0.0}
 
     def run(self, item: InputItem) -> dict[str, Any]:
-        """The manifest row for `item`."""
+        """The manifest row for `item`, with its own options when the batch has per-file options."""
+        pipeline = self.for_item(item) if self.file_options else self
+        return pipeline.run_as_is(item)
+
+    def run_as_is(self, item: InputItem) -> dict[str, Any]:
+        """The manifest row for `item`, with this pipeline's options."""
         row = self.first_columns(item)
         started = time.monotonic()
         stage, transcribe = Attempts(), Attempts()
@@ -112,6 +152,7 @@ class FilePipeline:
 
     def _through(self, item: InputItem, row: dict[str, Any], stage: Attempts, transcribe: Attempts) -> dict[str, Any]:
         request, options, cache_dir = self.request, self.options, self.cache_dir
+        cancel.check("staging")
         staged: StagedFile = stage.call(stage_input, item, cache_dir, request.storage_options, request.max_input_bytes)
         row.update(sha256=staged.sha256, size_bytes=staged.size_bytes)
 
@@ -120,10 +161,12 @@ class FilePipeline:
         audio = AudioFile(f"{AUDIO_DIR}/{staged.sha256}.s16le", 0.0, 0.0)  # decoded only when needed
         try:
             if result is None:
+                cancel.check("decoding")
                 audio = extract_audio.fn(staged, cache_dir)
             # Before transcription, which removes the decoded audio.
             diarized, diarize_warning = self._diarize(staged, audio)
             if result is None:
+                cancel.check("transcription")
                 args = (staged, audio, options, cache_dir, row["started_at"])
                 compute = lambda: replace(transcribe.call(transcribe_audio, *args), attempts=transcribe.count)  # noqa: E731
                 result, _ = self.results.get_or_compute(key, compute)
@@ -131,16 +174,20 @@ class FilePipeline:
             (Path(cache_dir) / audio.path).unlink(missing_ok=True)
         row.update(duration_s=result.duration_s, decode_s=result.decode_s)
 
-        transcript = result.transcript if options.word_timestamps else _without_words(result.transcript)
+        transcript = result.transcript  # with its aligned words: the subtitle cues are laid out from them
         if diarized is not None:
             transcript = assign_speakers(transcript, diarized.turns)
-            row.update(speakers=diarized.speakers, diarize_s=diarized.diarize_s)
+            row.update(
+                speakers=diarized.speakers, diarize_s=diarized.diarize_s, num_speakers=request.diarize.num_speakers
+            )
         formats = tuple(f for f in request.outputs.formats if diarized or f not in SPEAKER_FORMATS)  # turns or none
         outputs = request.outputs.model_copy(update={"formats": formats})
         full_name = item.relative_path in self.full_names
         paths = export_subtitles.fn(
             transcript, item.relative_path, self.output_root, outputs, request.storage_options, full_name
         )
+        if self.segments is not None:
+            self.segments.add(item.relative_path, transcript)
         warnings = (result.audio_warning, result.warning, diarize_warning, full_name and LAYOUT_WARNING)
         row.update(
             status=STATUS_OK,
@@ -154,7 +201,7 @@ class FilePipeline:
 
     def _diarize(self, staged: StagedFile, audio: AudioFile) -> tuple[DiarizeResult | None, str]:
         """The file's speaker turns, or None and a warning saying why not: a failure here fails only this stage."""
-        if self.diarize is None:
+        if self.diarize is None or not self.request.diarize.enabled:
             return None, ""
         state = self.diarize(staged, audio, self.request.diarize, self.cache_dir, return_state=True)
         if state.is_completed():
@@ -169,13 +216,6 @@ def _ran_json(result: TranscribeResult, asked: TranscribeOptions) -> str:
     if result.used_options is None:
         return options_json(asked)
     return options_json(result.used_options.model_copy(update={"word_timestamps": asked.word_timestamps}))
-
-
-def _without_words(transcript: Transcript) -> Transcript:
-    """`transcript` without word timings (kept in the cache, written only when asked for)."""
-    if not any(s.words for s in transcript.segments):
-        return transcript
-    return replace(transcript, segments=tuple(replace(s, words=()) for s in transcript.segments))
 
 
 def _transcribed_columns(result: TranscribeResult, transcript: Transcript, attempts: int) -> dict[str, Any]:
@@ -195,6 +235,9 @@ def _transcribed_columns(result: TranscribeResult, transcript: Transcript, attem
         options_hash=result.options_hash,
         windows=result.windows,
         redecoded_windows=result.redecoded_windows,
+        guard_s=result.guard_s,
+        unsure_s=transcript.unsure_s,
+        shared_windows=result.shared_windows,
         started_at=started_at,
         finished_at=result.finished_at,
         transcribe_s=result.transcribe_s,
@@ -202,3 +245,8 @@ def _transcribed_columns(result: TranscribeResult, transcript: Transcript, attem
         realtime_factor=result.duration_s / wall_s if wall_s > 0 and result.duration_s else None,
         attempts=max(result.attempts, attempts),
     )
+
+
+def source_key(source: str) -> str:
+    """A source as per-file options name it: a URL as is, a local path made absolute and real."""
+    return source if urls.is_url(source) else os.path.realpath(os.path.expanduser(source))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger
@@ -11,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from batchscribe.inputs import resolve_inputs
 from batchscribe.manifest import KEY, MANIFEST_PARQUET, read_manifest
-from batchscribe.options import BatchRequest, OutputOptions, TranscribeOptions
+from batchscribe.options import ALL_FORMATS, BatchRequest, DiarizeOptions, OutputOptions, TranscribeOptions
 from batchscribe.urls import is_url
-from flows.transcribe_batch import transcribe_batch
+from flows.transcribe_batch import BatchFailed, transcribe_batch
 
-RowStatus = Literal["failed", "no_audio", "ok"]
+RowStatus = Literal["failed", "cancelled", "no_audio", "ok"]
 
 
 class RerunRequest(BaseModel):
@@ -29,13 +30,22 @@ class RerunRequest(BaseModel):
         "fsspec URL (s3://bucket/out, file:///data/out).",
     )
     statuses: list[RowStatus] = Field(
-        default_factory=lambda: ["failed"], min_length=1, description="Rerun the rows whose status is one of these."
+        default_factory=lambda: ["failed", "cancelled"],
+        min_length=1,
+        description="Rerun the rows whose status is one of these.",
     )
     extra_inputs: list[str] = Field(
         default_factory=list, description="Files, folders or globs to add; only those with no row yet are run."
     )
-    transcribe: TranscribeOptions = Field(default_factory=TranscribeOptions)
-    outputs: OutputOptions = Field(default_factory=OutputOptions)
+    transcribe: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Transcription options (TranscribeOptions fields) to change; every other one is what each "
+        "row recorded.",
+    )
+    outputs: dict[str, Any] = Field(
+        default_factory=dict, description="Output options (OutputOptions fields) to change; the rest as recorded."
+    )
+    diarize: DiarizeOptions | None = Field(None, description="Speaker labels for every rerun file; None: as recorded.")
     cache_dir: str | None = Field(None, description="Cached task results and weights; default ~/.cache/batchscribe.")
     max_workers: int = Field(4, ge=1, le=64, description="Files fetched and decoded concurrently.")
     storage_options: dict[str, dict] = Field(
@@ -83,16 +93,81 @@ def rerun_failed(request: RerunRequest) -> pd.DataFrame:
             "Nothing to rerun in %s (%d rows, none with status %s)", output_root, len(manifest), request.statuses
         )
         return manifest
-    logger.info("Rerunning %d of %d files in %s", len(reruns), len(manifest), output_root)
-    batch = BatchRequest(
-        inputs=list(reruns),
-        relative_paths=reruns,
-        output=output_root,
-        transcribe=request.transcribe,
-        outputs=request.outputs,
-        cache_dir=request.cache_dir,
-        max_workers=request.max_workers,
-        storage_options=request.storage_options,
-    )
-    transcribe_batch(batch)  # raises BatchFailed (after merging its rows) when a file still fails
+    groups = rerun_batches(manifest, reruns, request)
+    logger.info("Rerunning %d of %d files in %s, in %d batches", len(reruns), len(manifest), output_root, len(groups))
+    failed = None
+    for batch in groups:
+        try:
+            transcribe_batch(batch)  # raises BatchFailed (after merging its rows) when a file still fails
+        except BatchFailed as error:
+            failed = error
+    if failed is not None:
+        rows = read_manifest(output_root, request.storage_options)
+        raise BatchFailed(rows[rows[KEY].isin(set(reruns.values()))].reset_index(drop=True))
     return read_manifest(output_root, request.storage_options)
+
+
+def rerun_batches(manifest: pd.DataFrame, reruns: dict[str, str], request: RerunRequest) -> list[BatchRequest]:
+    """One batch per set of options: each file runs with what its own row recorded (transcription, outputs,
+    diarization), changed only where the request says; a new input takes the defaults."""
+    rows = manifest.set_index(KEY)
+    groups: dict[str, tuple[TranscribeOptions, OutputOptions, DiarizeOptions, dict[str, str]]] = {}
+    for source, key in reruns.items():
+        row = rows.loc[key] if key in rows.index else None
+        transcribe = TranscribeOptions(**{**recorded_transcribe_options(row), **request.transcribe})
+        outputs = OutputOptions(**{**recorded_output_options(row), **request.outputs})
+        diarize = request.diarize or recorded_diarize_options(row)
+        group = "|".join(m.model_dump_json() for m in (transcribe, outputs, diarize))
+        groups.setdefault(group, (transcribe, outputs, diarize, {}))[3][source] = key
+    return [
+        BatchRequest(
+            inputs=list(keys),
+            relative_paths=keys,
+            output=request.output_root(),
+            transcribe=transcribe,
+            outputs=outputs,
+            diarize=diarize,
+            cache_dir=request.cache_dir,
+            max_workers=request.max_workers,
+            storage_options=request.storage_options,
+        )
+        for transcribe, outputs, diarize, keys in groups.values()
+    ]
+
+
+def recorded_transcribe_options(row: pd.Series | None) -> dict[str, Any]:
+    """The transcription options a row recorded (its `options` JSON), as TranscribeOptions fields."""
+    if row is None or not isinstance(row["options"], str):
+        return {}
+    recorded = json.loads(row["options"])
+    return {k: v for k, v in recorded.items() if k in TranscribeOptions.model_fields}
+
+
+def recorded_output_options(row: pd.Series | None) -> dict[str, Any]:
+    """The output options a row recorded: formats, line width and count, layout, subtitle style."""
+    if row is None:
+        return {}
+    recorded: dict[str, Any] = {}
+    if isinstance(row["formats"], str):
+        recorded["formats"] = output_formats(row["formats"])
+    for name in ("max_line_width", "max_line_count"):
+        if not pd.isna(row[name]):
+            recorded[name] = int(row[name])
+    for name in ("layout", "subtitle_style"):
+        if isinstance(row.get(name), str):
+            recorded[name] = row[name]
+    return recorded
+
+
+def recorded_diarize_options(row: pd.Series | None) -> DiarizeOptions:
+    """The diarization a row recorded; a row written before the `diarize` column: on when it has an RTTM file."""
+    if row is None:
+        return DiarizeOptions()
+    if isinstance(row["diarize"], str):
+        return DiarizeOptions.model_validate_json(row["diarize"])
+    return DiarizeOptions(enabled=isinstance(row["rttm_path"], str))
+
+
+def output_formats(text: str) -> tuple[str, ...]:
+    """`srt,txt` or `all` as a tuple of format names."""
+    return ALL_FORMATS if text == "all" else tuple(f.strip() for f in text.split(",") if f.strip())

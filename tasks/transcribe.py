@@ -40,7 +40,9 @@ class TranscribeResult:
     attempts: int
     warning: str = ""  # e.g. the GPU ran out of memory and a smaller batch or the CPU finished the file
     windows: int = 0  # speech windows decoded (0 for engines that cut no windows of their own)
-    redecoded_windows: int = 0  # windows the coverage guard decoded again alone
+    redecoded_windows: int = 0  # windows the guard decoded again as two shorter rows
+    guard_s: float = 0.0  # model seconds those second decodes took
+    shared_windows: int = 0  # short windows decoded in rows shared with other files
     used_options: TranscribeOptions | None = None  # the options as the engine really ran them
     # When the file's way through (staging) began in the run that transcribed it; a cached row keeps it.
     file_started_at: datetime | None = None
@@ -149,6 +151,8 @@ def transcribe_audio(
         warning=warning,
         windows=result.windows,
         redecoded_windows=result.redecoded_windows,
+        guard_s=result.guard_s,
+        shared_windows=result.shared_windows,
         used_options=used.model_copy(update={"word_timestamps": options.word_timestamps}),
         file_started_at=file_started_at or started_at,
         duration_s=audio.duration_s,

@@ -129,6 +129,21 @@ def conversation(
     return np.concatenate(pieces), reference
 
 
+def monologue(
+    speaker: str, *, duration_s: float, pause_s: tuple[float, float] = (0.15, 0.7), seed: int = 0
+) -> np.ndarray:
+    """One voice reading its prompts in file-name order, with short pauses, for about `duration_s` seconds."""
+    rng = random.Random(seed)
+    files = prompt_files(speaker)
+    pieces: list[np.ndarray] = [np.zeros(int(0.3 * SAMPLE_RATE), np.float32)]
+    cursor, total = 0, 0
+    while total < duration_s * SAMPLE_RATE:
+        clip, cursor = _next_prompt(files, cursor, 8.0)
+        pieces += [clip, np.zeros(int(rng.uniform(*pause_s) * SAMPLE_RATE), np.float32)]
+        total += len(clip) + len(pieces[-1])
+    return np.concatenate(pieces)
+
+
 def write_wav(samples: np.ndarray, path: Path) -> Path:
     """16-bit mono WAV at 16 kHz."""
     import wave

@@ -22,8 +22,10 @@ class FileTranscription:
     transcript: Transcript
     model_s: float  # seconds the model worked on this file (its share of batches shared with other files)
     windows: int = 0  # speech windows decoded (0: the engine does not cut windows of its own)
-    redecoded_windows: int = 0  # windows decoded again alone by the coverage guard
+    redecoded_windows: int = 0  # windows the guard decoded again, as two shorter rows
     warning: str = ""
+    guard_s: float = 0.0  # model seconds spent decoding windows again (included in model_s)
+    shared_windows: int = 0  # windows decoded in a row shared with other files' windows
 
 
 class Engine(abc.ABC):

@@ -19,11 +19,12 @@ import numpy as np
 
 from batchscribe import weights
 from batchscribe.audio import SAMPLE_RATE
-from batchscribe.decoding import BatchDecoder, RowResult
+from batchscribe.decoding import BatchDecoder
 from batchscribe.engines.base import Engine, FileTranscription
 from batchscribe.errors import gpu_errors
 from batchscribe.longform import pcm_windows
 from batchscribe.options import TranscribeOptions
+from batchscribe.rows import RowResult
 from batchscribe.scheduler import FileJob, WindowScheduler
 from batchscribe.segments import split_words
 from batchscribe.transcript import Segment, Transcript, Word
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 STREAM_PART_S = 5 * 60  # a long file is read, cut into windows and queued 5 minutes at a time
 PARTS_AHEAD = 1  # parts queued before the oldest one's results are collected (memory: ~30 MB a part)
+QUEUED_AUDIO_S = 40 * 60  # audio queued on the model at once, all files together (memory: ~100 MB a queued hour
+# of features and samples): many short files in flight, a few long ones
 
 
 def cpu_threads() -> int:
@@ -62,6 +65,7 @@ class FasterWhisperEngine(Engine):
         )
         self._scheduler: WindowScheduler | None = None
         self._scheduler_lock = threading.Lock()
+        self._queued = AudioBudget(QUEUED_AUDIO_S)
 
     @property
     def scheduler(self) -> WindowScheduler:
@@ -96,18 +100,32 @@ class FasterWhisperEngine(Engine):
         queued: list[list[Future]] = []
         results: list[RowResult] = []
         windows, duration_s = 0, 0.0
-        for offset_s, samples in parts:
-            cut = speech_windows(samples, vad=options.vad_filter, offset_s=offset_s, first_index=windows)
-            windows += len(cut)
-            queued.append(self._submit(job, cut, options))
-            while len(queued) > PARTS_AHEAD:
-                results += [f.result() for f in queued.pop(0)]
-            duration_s = offset_s + len(samples) / SAMPLE_RATE
-        for part in queued:
-            results += [f.result() for f in part]
+        held: list[float] = []
+        try:
+            for offset_s, samples in parts:
+                cut = speech_windows(samples, vad=options.vad_filter, offset_s=offset_s, first_index=windows)
+                windows += len(cut)
+                held.append(self._queued.acquire(sum(w.duration_s for w in cut)))
+                queued.append(self._submit(job, cut, options))
+                while len(queued) > PARTS_AHEAD:
+                    results += [f.result() for f in queued.pop(0)]
+                    self._queued.release(held.pop(0))
+                duration_s = offset_s + len(samples) / SAMPLE_RATE
+            for part in queued:
+                results += [f.result() for f in part]
+        finally:
+            self._queued.release(sum(held))
         transcript = _transcript(job, results, duration_s, options)
-        # The model's time for this file: its share of each batch, not the VAD or the wait for other files.
-        return FileTranscription(transcript, job.model_s, windows, job.redecoded, "; ".join(job.warnings))
+        shared = sum(1 for r in results if r.shared > 1)
+        return FileTranscription(
+            transcript,
+            job.model_s,  # the model's time for this file, not the VAD or the wait for other files
+            windows,
+            job.redecoded,
+            "; ".join(job.warnings),
+            job.guard_s,
+            shared,
+        )
 
     def _submit(self, job: FileJob, windows: list, options: TranscribeOptions) -> list[Future]:
         return self.scheduler.submit(
@@ -158,8 +176,29 @@ class FasterWhisperEngine(Engine):
         )
 
 
+class AudioBudget:
+    """Seconds of audio queued on the model, all files together: a file waits while the budget is spent
+    (a part larger than the whole budget goes alone)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.queued = seconds, 0.0
+        self._cond = threading.Condition()
+
+    def acquire(self, seconds: float) -> float:
+        with self._cond:
+            while self.queued > 0 and self.queued + seconds > self.seconds:
+                self._cond.wait()
+            self.queued += seconds
+            return seconds
+
+    def release(self, seconds: float) -> None:
+        with self._cond:
+            self.queued = max(0.0, self.queued - seconds)
+            self._cond.notify_all()
+
+
 def _transcript(job: FileJob, results: list[RowResult], duration_s: float, options: TranscribeOptions) -> Transcript:
-    """The file's segments, built from its windows' timed words (kept in the output when asked for)."""
+    """The file's segments, built from its windows' timed words (kept: subtitle cues are laid out from them)."""
     segments: list[Segment] = []
     for result in results:
         tokens_of = {id(w): t for w, t in zip(result.words, result.word_tokens)}
@@ -177,7 +216,8 @@ def _transcript(job: FileJob, results: list[RowResult], duration_s: float, optio
                     avg_logprob=result.avg_logprob,
                     compression_ratio=result.compression_ratio,
                     no_speech_prob=result.no_speech_prob,
-                    words=tuple(words) if options.word_timestamps else (),
+                    words=tuple(words),
+                    unsure=result.unsure,
                 )
             )
     probability = job.language_probability if job.language else 0.0  # nothing heard: no language, no confidence

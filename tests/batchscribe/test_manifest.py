@@ -165,3 +165,63 @@ def test_output_paths_are_relative_to_the_manifest_and_absolute_paths_joins_them
     assert pd.isna(rows.loc["notes.mp3", "srt_path"])
     remote = absolute_paths(read_manifest(moved), "s3://bucket/out").set_index("relative_path")
     assert remote.loc["sub/c.mp3", "srt_path"] == 's3://bucket/out/a, b "quoted".mp3.srt'
+
+
+def test_each_flush_appends_one_part_and_the_latest_row_per_key_wins(tmp_path: Path) -> None:
+    from batchscribe.manifest import DATASET, ManifestWriter
+
+    writer = ManifestWriter(tmp_path, min_interval_s=0.0, cost_factor=0.0)
+    writer.add({"relative_path": "a.mp3", "status": "failed", "error": "busy"})
+    writer.add({"relative_path": "b.mp3", "status": "ok"})
+    writer.add({"relative_path": "a.mp3", "status": "ok"})  # the rerun's row, in a later part
+    parts = sorted((tmp_path / DATASET).iterdir())
+    assert len(parts) == 3 and [len(pd.read_parquet(p)) for p in parts] == [1, 1, 1]
+    assert not (tmp_path / MANIFEST_PARQUET).exists()  # the view is written when the writer closes
+    for location in (tmp_path, tmp_path / MANIFEST_PARQUET, tmp_path / MANIFEST_CSV):
+        assert read_manifest(location).set_index("relative_path")["status"].to_dict() == {"a.mp3": "ok", "b.mp3": "ok"}
+    assert len(pd.read_parquet(tmp_path / DATASET)) == 3  # pandas (and duckdb, polars) read the folder as is
+    writer.close()
+    assert len(list((tmp_path / DATASET).iterdir())) == 1  # compacted
+    view = pd.read_csv(tmp_path / MANIFEST_CSV).set_index("relative_path")
+    assert view["status"].to_dict() == {"a.mp3": "ok", "b.mp3": "ok"}
+
+
+def test_a_flush_writes_its_own_rows_whatever_the_manifest_holds(tmp_path: Path) -> None:
+    from batchscribe.manifest import DATASET, ManifestWriter, append_rows
+
+    sizes = {}
+    for n in (1_000, 10_000):
+        root = tmp_path / str(n)
+        append_rows(root, [{"relative_path": f"old/{i:05d}.mp3", "status": "ok"} for i in range(n)])
+        before = set((root / DATASET).iterdir())
+        with ManifestWriter(root, min_interval_s=0.0, cost_factor=0.0) as writer:
+            for i in range(10):
+                writer.add({"relative_path": f"new/{i:02d}.mp3", "status": "ok"})
+            new_parts = set((root / DATASET).iterdir()) - before
+            sizes[n] = sorted(p.stat().st_size for p in new_parts)
+        assert len(read_manifest(root)) == n + 10
+    assert len(sizes[1_000]) == 10 and sizes[1_000] == sizes[10_000]  # bytes per flush do not grow with rows
+
+
+def test_an_older_output_with_only_a_manifest_parquet_keeps_its_rows(tmp_path: Path) -> None:
+    from batchscribe.manifest import ManifestWriter
+
+    write_manifest(pd.DataFrame([{"relative_path": "old.mp3", "status": "ok"}]), tmp_path)
+    with ManifestWriter(tmp_path) as writer:
+        writer.add({"relative_path": "new.mp3", "status": "ok"})
+        assert list(read_manifest(tmp_path)["relative_path"]) == ["new.mp3", "old.mp3"]
+    assert list(pd.read_parquet(tmp_path / MANIFEST_PARQUET)["relative_path"]) == ["new.mp3", "old.mp3"]
+
+
+def test_four_writers_appending_and_compacting_at_once_lose_no_rows(tmp_path: Path) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    writers = [ctx.Process(target=_writer, args=(str(tmp_path), prefix, 25)) for prefix in ("a", "b", "c", "d")]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    manifest = read_manifest(tmp_path)
+    assert len(manifest) == 100 and manifest["relative_path"].is_unique

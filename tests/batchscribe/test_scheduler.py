@@ -82,7 +82,7 @@ def test_many_files_in_flight_fill_the_batches(engine, audio, clips) -> None:
     with ThreadPoolExecutor(len(names)) as pool:
         transcripts = list(pool.map(lambda n: engine.transcribe(audio[n], OPTIONS), names))
     sizes = engine.scheduler.batch_sizes[engine_batches:]
-    assert sum(sizes) == len(names) and max(sizes) > 1, sizes  # windows of several files per batch
+    assert sum(sizes) < len(names), sizes  # short windows of several files share rows
     for name, transcript in zip(names, transcripts):
         assert transcript.language == clips[name]["language"], (name, transcript.language)
     for name in ("en.wav", "en2.mp3"):
@@ -112,14 +112,15 @@ def test_spanish_sample_is_complete(engine, tmp_path) -> None:
 
 
 class TruncatingDecoder(BatchDecoder):
-    """The real decoder, except that the batched pass ends every window after its first three tokens: the
-    way batched decoding drops speech. The guard's own decodes (alone, at the fallback temperatures) run as is."""
+    """The real decoder, except that its first batch ends every window after its first three tokens: the
+    way batched decoding drops speech. The guard's second opinions (later batches) run as is."""
+
+    calls = 0
 
     def _generate(self, encoded, prompts, beam_size, temperature, tokenizer):
         results = super()._generate(encoded, prompts, beam_size, temperature, tokenizer)
-        if temperature == 0.0:  # the batched pass; the guard decodes at the fallback temperatures
-            return [_Cut(r, 3) for r in results]
-        return results
+        self.calls += 1
+        return [_Cut(r, 3) for r in results] if self.calls == 1 else results
 
 
 class _Cut:
@@ -134,7 +135,7 @@ def test_the_guard_decodes_a_window_that_lost_its_speech_again(engine, audio, cl
     job, results, _ = _decode_alone(TruncatingDecoder(engine.model), samples)
     text = "".join(w.word for r in results for w in r.words)
     assert job.redecoded == len(results) >= 1
-    assert all(r.redecoded and r.temperature > 0 for r in results)
+    assert all(r.redecoded and r.temperature == 0 for r in results)  # two shorter rows, beam search, no sampling
     assert wer(clips["en.wav"]["text"] + " " + clips["en2.mp3"]["text"], text) < 0.25, text
 
 
@@ -150,10 +151,11 @@ class OutOfMemoryDecoder(BatchDecoder):
 def test_out_of_memory_halves_the_batch(engine, audio, clips) -> None:
     scheduler = WindowScheduler(OutOfMemoryDecoder(engine.model), start=False)
     jobs = [FileJob(f"f{i}", "en") for i in range(5)]
+    long = np.concatenate([audio["en2.mp3"], audio["en.wav"]])  # one window too long to share a row
     futures = [
         scheduler.submit(
             job,
-            speech_windows(audio["en2.mp3"], vad=True),
+            speech_windows(long, vad=True),
             task="transcribe",
             initial_prompt=None,
             beam_size=5,
@@ -166,7 +168,8 @@ def test_out_of_memory_halves_the_batch(engine, audio, clips) -> None:
     texts = ["".join(w.word for f in fs for w in f.result(timeout=300).words) for fs in futures]
     assert scheduler.batch_limit == 2
     assert scheduler.batch_sizes == [5, 2, 2, 1]  # 5 failed, halved to 2: the same windows in batches that fit
-    assert all(wer(clips["en2.mp3"]["text"], t) < 0.15 for t in texts), texts
+    reference = clips["en2.mp3"]["text"] + " " + clips["en.wav"]["text"]
+    assert all(wer(reference, t) < 0.15 for t in texts), texts
     assert any("out of memory at batch size" in w for job in jobs for w in job.warnings)
 
 
@@ -189,10 +192,10 @@ def test_silence_gives_no_windows_and_no_words(engine) -> None:
 class FailingDecoder(BatchDecoder):
     """The real decoder, except that any batch holding the file "bad" fails (a window it cannot decode)."""
 
-    def decode(self, rows, languages, encoded):
+    def decode(self, rows, languages, encoded, detected=None):
         if any(r.task == "translate" for r in rows):  # the bad file is the one asked to translate
             raise ValueError("cannot decode this window")
-        return super().decode(rows, languages, encoded)
+        return super().decode(rows, languages, encoded, detected)
 
 
 def test_a_window_that_fails_fails_only_its_own_file(engine, audio, clips) -> None:

@@ -71,7 +71,7 @@ WORDED = _transcript(
 
 def _render(writer, transcript: Transcript, options: OutputOptions | None = None) -> str:
     buffer = io.StringIO()
-    writer().write_result(transcript, buffer, options or OutputOptions())
+    writer().write_result(transcript, buffer, options or OutputOptions(subtitle_style="none"))
     return buffer.getvalue()
 
 
@@ -104,7 +104,7 @@ def _ffmpeg_srt(path: str) -> list[tuple[int, int, int, str]]:
 
 def _expected(transcript: Transcript, options: OutputOptions) -> list[tuple[int, int, str]]:
     width, count = options.max_line_width, options.max_line_count
-    cues = layout_cues(transcript, max_line_width=width, max_line_count=count)
+    cues = layout_cues(transcript, max_line_width=width, max_line_count=count, style=options.subtitle_style)
     return [(round(c.start_s * 1000), round(c.end_s * 1000), c.text) for c in cues]
 
 
@@ -341,8 +341,10 @@ def test_export_subtitles_task_fn(tmp_path):
         (PLAIN, OutputOptions(max_line_width=12, max_line_count=2)),
         (WORDED, OutputOptions(max_line_width=42, max_line_count=2)),
         (WORDED, OutputOptions(max_line_width=20, max_line_count=1)),
+        (WORDED, OutputOptions(subtitle_style="none", max_line_width=42, max_line_count=2)),
+        (WORDED, OutputOptions(subtitle_style="bbc")),
     ],
-    ids=["plain", "plain-wrapped", "words-42x2", "words-20x1"],
+    ids=["plain", "plain-wrapped", "words-42x2", "words-20x1", "none-42x2", "bbc"],
 )
 def test_ffmpeg_reads_what_we_write(tmp_path, fmt, transcript, options):
     options = options.model_copy(update={"formats": (fmt,)})

@@ -50,3 +50,24 @@ def test_kubernetes_template_requests_gpus_on_gpu_nodes() -> None:
     two = render(KubernetesWorkerJobConfiguration, "kubernetes-gpu.json", {"gpu_count": 2, "memory_limit": "16Gi"})
     limits = two.job_manifest["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits == {"nvidia.com/gpu": 2, "memory": "16Gi"}
+
+
+def test_docker_template_mounts_the_shared_cache_and_outputs() -> None:
+    from prefect_docker.worker import DockerWorker, DockerWorkerJobConfiguration
+
+    config = render(DockerWorkerJobConfiguration, "docker-gpu.json", {})
+    settings = DockerWorker._build_container_settings(mock.Mock(), ENGINE, config)
+    assert sorted(settings["volumes"]) == ["batchscribe-cache:/cache", "batchscribe-outputs:/outputs"]
+    mine = render(DockerWorkerJobConfiguration, "docker-gpu.json", {"volumes": ["/srv/cache:/cache"]})
+    assert DockerWorker._build_container_settings(mock.Mock(), ENGINE, mine)["volumes"] == ["/srv/cache:/cache"]
+
+
+def test_kubernetes_template_mounts_the_shared_cache_and_outputs() -> None:
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    pod = render(KubernetesWorkerJobConfiguration, "kubernetes-gpu.json", {"output_claim": "corpus-out"})
+    spec = pod.job_manifest["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]}
+    assert mounts == {"cache": "/cache", "outputs": "/outputs"}
+    assert claims == {"cache": "batchscribe-cache", "outputs": "corpus-out"}

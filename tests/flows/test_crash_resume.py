@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from batchscribe.manifest import MANIFEST_PARQUET, read_manifest
+from batchscribe.manifest import read_manifest
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 CLIPS = ("en.wav", "en2.mp3", "es.mp3", "fr.mp3", "de.mp3")
@@ -31,7 +31,7 @@ def test_killed_batch_resumes_without_redoing_finished_files(prefect_server, cac
                              start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and batch.poll() is None:
-        if (out / MANIFEST_PARQUET).exists() and 1 <= len(read_manifest(out)) < len(CLIPS) - 1:
+        if 1 <= len(read_manifest(out)) < len(CLIPS) - 1:  # the manifest dataset holds the first rows
             break
         time.sleep(0.1)
     assert batch.poll() is None, "the batch finished before it could be killed"

@@ -97,3 +97,35 @@ def test_resolve_inputs_keeps_pinned_relative_paths(tmp_path) -> None:
         ("gone.mp3", f"file not found: {tmp_path}/gone.mp3"),
     ]
     assert resolve_inputs([str(talk)], {str(talk): "../../etc/passwd"})[0].relative_path == "etc/passwd"
+
+
+def test_each_rerun_file_keeps_its_own_recorded_options_and_diarization(tmp_path) -> None:
+    import json
+
+    from batchscribe.manifest import normalize
+    from flows.rerun_failed import rerun_batches
+
+    beam2 = json.dumps({"beam_size": 2, "language": "en"})
+    manifest = normalize(
+        [
+            {"source": "/in/a.mp3", "relative_path": "a.mp3", "status": "failed", "options": beam2, "formats": "srt"},
+            {"source": "/in/b.mp3", "relative_path": "b.mp3", "status": "failed", "formats": "txt,srt",
+             "max_line_width": 30, "diarize": json.dumps({"enabled": True, "num_speakers": 2})},
+            {"source": "/in/c.mp3", "relative_path": "c.mp3", "status": "cancelled", "rttm_path": "c.mp3.rttm"},
+        ]
+    )  # fmt: skip
+    request = RerunRequest(manifest=str(tmp_path), outputs={"max_line_count": 1})
+    reruns = select_reruns(manifest, request)
+    assert set(reruns.values()) == {"a.mp3", "b.mp3", "c.mp3"}  # cancelled rows are rerun by default
+    batches = {next(iter(b.relative_paths.values())): b for b in rerun_batches(manifest, reruns, request)}
+    assert sorted(batches) == ["a.mp3", "b.mp3", "c.mp3"] and all(len(b.inputs) == 1 for b in batches.values())
+    a, b, c = batches["a.mp3"], batches["b.mp3"], batches["c.mp3"]
+    assert (a.transcribe.beam_size, a.transcribe.language, a.outputs.formats) == (2, "en", ("srt",))
+    assert not a.diarize.enabled
+    assert b.transcribe.beam_size == 5 and (b.outputs.formats, b.outputs.max_line_width) == (("txt", "srt"), 30)
+    assert b.diarize.enabled and b.diarize.num_speakers == 2
+    assert c.diarize.enabled  # a row from before the diarize column: its RTTM file says it was diarized
+    assert {x.outputs.max_line_count for x in (a, b, c)} == {1}  # the one change asked for applies to all
+    forced = RerunRequest(manifest=str(tmp_path), transcribe={"beam_size": 3}, diarize={"enabled": False})
+    forced_batches = rerun_batches(manifest, reruns, forced)
+    assert {(x.transcribe.beam_size, x.diarize.enabled) for x in forced_batches} == {(3, False)}

@@ -116,3 +116,32 @@ def test_fifo_and_symlink_loop_are_named_for_what_they_are(tmp_path: Path) -> No
     os.symlink(tmp_path / "loop.mp3", tmp_path / "loop.mp3")
     with pytest.raises(InputError, match="broken or looping symlink"):
         stage_local(InputItem(str(tmp_path / "loop.mp3"), "loop.mp3"))
+
+
+def test_urls_that_differ_only_in_their_query_get_their_own_keys() -> None:
+    from batchscribe.urls import relative_path as url_key
+
+    one, two = url_key("https://h.example/get.mp3?id=1"), url_key("https://h.example/get.mp3?id=2")
+    assert one != two and one == "h.example/get~id=1.mp3"
+    # A signature names no content: the same object signed again keeps its key.
+    signed = "https://h.example/get.mp3?id=1&X-Amz-Signature=abc&X-Amz-Expires=60"
+    assert url_key(signed) == one == url_key("https://h.example/get.mp3?X-Amz-Signature=def&id=1")
+    items = resolve_inputs(["https://h.example/get.mp3?id=1", "https://h.example/get.mp3?id=2"])
+    assert len({i.relative_path for i in items}) == 2
+
+
+def test_adding_an_input_root_later_never_rekeys_files_already_in_the_manifest(tmp_path: Path) -> None:
+    for year in ("2023", "2024"):
+        (tmp_path / "data" / year).mkdir(parents=True)
+        (tmp_path / "data" / year / "a.mp3").write_bytes(b"x")
+    first = resolve_inputs([str(tmp_path / "data" / "2023")])
+    assert [i.relative_path for i in first] == ["a.mp3"]
+    known = {i.source: i.relative_path for i in first}  # what the manifest records after the first run
+    both = resolve_inputs([str(tmp_path / "data" / "2023"), str(tmp_path / "data" / "2024")], known=known)
+    assert {i.source: i.relative_path for i in both} == {
+        str(tmp_path / "data" / "2023" / "a.mp3"): "a.mp3",
+        str(tmp_path / "data" / "2024" / "a.mp3"): "2024/a.mp3",
+    }
+    # Alone, the second root's a.mp3 would take "a.mp3": it is another source's, so it gets more of its path.
+    [later] = resolve_inputs([str(tmp_path / "data" / "2024")], known=known)
+    assert later.relative_path == "2024/a.mp3"

@@ -202,6 +202,63 @@ def test_s3_prefix_expands_stages_once_and_outputs_write_back(s3: dict, tmp_path
     assert sorted(fs.ls("out/run1")) == [f"out/run1/{MANIFEST_CSV}", f"out/run1/{MANIFEST_PARQUET}"]
 
 
+def test_workers_share_one_manifest_dataset_in_a_bucket_without_a_lock(s3: dict) -> None:
+    import threading
+
+    from batchscribe.manifest import DATASET, ManifestWriter
+
+    def work(prefix: str) -> None:
+        with ManifestWriter("s3://out/shared", s3, min_interval_s=0.0, cost_factor=0.0) as writer:
+            for i in range(15):
+                writer.add({"relative_path": f"{prefix}/{i:02d}.mp3", "status": "ok"})
+
+    workers = [threading.Thread(target=work, args=(prefix,)) for prefix in ("pod-a", "pod-b", "pod-c")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    manifest = read_manifest("s3://out/shared", s3)
+    assert len(manifest) == 45 and manifest["relative_path"].is_unique
+    assert len(read_manifest("s3://out/shared/manifest.parquet", s3)) == 45  # the view's path reads the dataset
+    fs, _ = storage.filesystem("s3://out", s3)
+    assert 1 <= len(fs.ls(f"out/shared/{DATASET}", refresh=True)) <= 3  # each closing worker compacted
+
+
+def test_a_listing_that_fails_for_a_while_is_tried_again_like_a_download() -> None:
+    import threading
+
+    from moto.server import ThreadedMotoServer
+
+    from batchscribe.server import free_port
+
+    port = free_port()
+    options = {
+        "s3": {
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"region_name": "eu-west-1"},
+            "skip_instance_cache": True,
+        }
+    }
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+
+    def come_up() -> None:  # after the S3 client's own retries (~7 s) have given up once
+        server.start()
+        fs, _ = storage.filesystem("s3://late", options)
+        fs.mkdir("late")
+        fs.pipe({"late/talks/a.mp3": MEDIA})
+
+    timer = threading.Timer(8.0, come_up)
+    timer.start()
+    try:
+        items = resolve_inputs(["s3://late/talks/"], storage_options=options)
+    finally:
+        timer.join()
+        server.stop()
+    assert [(i.relative_path, i.error) for i in items] == [("late/talks/a.mp3", "")]
+
+
 def test_s3_without_credentials_becomes_an_error_row_not_a_crash() -> None:
     [item] = resolve_inputs(["s3://media/talks/"], storage_options={"s3": {"endpoint_url": "http://127.0.0.1:9"}})
     assert item.error.startswith("cannot list s3://media/talks/")

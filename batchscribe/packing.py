@@ -1,0 +1,124 @@
+"""Short windows of several files in one row: one 30-s encoder pass and one decode for many short clips.
+
+Whisper always encodes 30 s, so a 2-s clip decoded alone is mostly padding. Windows of at most
+`PACK_MAX_S` (short files, the short end of a long one) that share a task, prompt and language are laid
+one after another with `JOIN_GAP_S` of silence between them and decoded as one row; each word goes back to
+the window whose span holds its aligned middle (the join gap split halfway), on that window's own clock, so
+a file's words never land in another file's transcript.
+
+A clip's language is detected from an encoder pass over the clip alone, at its own length (a tenth of a
+30-s pass for a 3-s clip), weighed by the languages of the files decided so far (`LanguagePrior`): base
+is often unsure on a 2-s clip, and a pile of recordings mostly shares a language.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from batchscribe.audio import SAMPLE_RATE
+from batchscribe.rows import RowResult
+from batchscribe.transcript import FRAMES_PER_SECOND, Word
+from batchscribe.windows import MAX_WINDOW_S, Piece, Window
+
+PACK_MAX_S = 15.0  # a window at most this long may share its row with other files' windows
+JOIN_GAP_S = 1.0  # silence between two files' speech in a shared row (see the README: bleed across joins)
+PRIOR_WEIGHT = 5.0  # pseudo-count per language: how slowly the pile's languages outweigh a clip's own
+PRIOR_MIN_PROBABILITY = 0.8  # a decision counts towards the prior when the clip alone was this sure
+SHORT_DETECT_MIN_FRAMES = 100  # a clip shorter than 1 s is detected over 1 s (padded with silence)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Several windows joined into one row, on the row's own clock."""
+
+    window: Window
+    offsets: tuple[float, ...]  # where each part starts in the row, in seconds
+    parts: tuple[Window, ...]
+
+
+def fits(total_s: float, window: Window) -> bool:
+    """Whether `window` still fits in a row that already holds `total_s` seconds (0: an empty row)."""
+    return total_s + (JOIN_GAP_S if total_s else 0.0) + window.duration_s <= MAX_WINDOW_S
+
+
+def pack(parts: list[Window]) -> Packed:
+    """`parts` laid end to end with JOIN_GAP_S of silence between them."""
+    gap = np.zeros(int(JOIN_GAP_S * SAMPLE_RATE), np.float32)
+    audio, offsets, at = [], [], 0
+    for i, part in enumerate(parts):
+        if i:
+            audio.append(gap)
+            at += len(gap)
+        offsets.append(at / SAMPLE_RATE)
+        audio.append(part.audio)
+        at += len(part.audio)
+    pieces = tuple(Piece(o, o, p.duration_s) for o, p in zip(offsets, parts))
+    joined = Window(-1, np.ascontiguousarray(np.concatenate(audio), np.float32), pieces)
+    return Packed(joined, tuple(offsets), tuple(parts))
+
+
+def split_back(packed: Packed, result: RowResult) -> list[RowResult]:
+    """`result` of a packed row as one result per part: each word (and its tokens) to the part whose span
+    holds its middle, timed on that part's file clock. A part that gets no words while the row has some
+    is `missing` (so it is decoded again on its own)."""
+    bounds = [
+        (packed.offsets[i] + packed.parts[i].duration_s + packed.offsets[i + 1]) / 2
+        for i in range(len(packed.parts) - 1)
+    ]
+    words: list[list[tuple[Word, tuple[int, ...]]]] = [[] for _ in packed.parts]
+    for word, tokens in zip(result.words, result.word_tokens):
+        k = bisect.bisect_right(bounds, (word.start_s + word.end_s) / 2)
+        part, offset = packed.parts[k], packed.offsets[k]
+        start = min(max(word.start_s - offset, 0.0), part.duration_s)
+        end = min(max(word.end_s - offset, start), part.duration_s)
+        piece = part.piece_at((start + end) / 2)
+        timed = replace(
+            word,
+            start_s=round(part.to_file_time(start, piece), 3),
+            end_s=round(part.to_file_time(end, piece), 3),
+        )
+        words[k].append((timed, tokens))
+    out = []
+    for part, own in zip(packed.parts, words):
+        verdict = result.verdict
+        if not own and result.words and verdict == "ok":
+            verdict = "missing"
+        out.append(
+            replace(
+                result,
+                words=tuple(w for w, _ in own),
+                word_tokens=tuple(t for _, t in own),
+                tokens=tuple(t for _, ts in own for t in ts),
+                seek=round(part.file_start_s * FRAMES_PER_SECOND),
+                verdict=verdict,
+                shared=len(packed.parts),
+            )
+        )
+    return out
+
+
+def short_features(features: list[np.ndarray], durations_s: list[float]) -> np.ndarray:
+    """Each clip's log-mel frames at its own length, padded to the longest of them (one short encoder batch)."""
+    lengths = [max(SHORT_DETECT_MIN_FRAMES, int(np.ceil(d * FRAMES_PER_SECOND))) for d in durations_s]
+    frames = min(max(lengths) + max(lengths) % 2, features[0].shape[-1])
+    return np.ascontiguousarray(np.stack([f[:, :frames] for f in features]), np.float32)
+
+
+class LanguagePrior:
+    """The languages of the files decided so far, as a prior for the next unsure clip."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def observe(self, language: str, probability: float) -> None:
+        if probability >= PRIOR_MIN_PROBABILITY:
+            self.counts[language] += 1
+
+    def choose(self, probabilities: dict[str, float]) -> tuple[str, float]:
+        """The language of a clip from its own `probabilities` and the prior; the probability is the clip's."""
+        best = max(probabilities, key=lambda lang: probabilities[lang] * (self.counts[lang] + PRIOR_WEIGHT))
+        return best, probabilities[best]
