@@ -31,6 +31,9 @@ DECODER_MODULES = {
     "faster-whisper": (
         "batchscribe.engines.faster",
         "batchscribe.decoding",
+        "batchscribe.guard",
+        "batchscribe.packing",
+        "batchscribe.rows",
         "batchscribe.scheduler",
         "batchscribe.windows",
         "batchscribe.segments",

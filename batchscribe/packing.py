@@ -3,8 +3,8 @@
 Whisper always encodes 30 s, so a 2-s clip decoded alone is mostly padding. Windows of at most
 `PACK_MAX_S` (short files, the short end of a long one) that share a task, prompt and language are laid
 one after another with `JOIN_GAP_S` of silence between them and decoded as one row; each word goes back to
-the window whose span holds its aligned middle (the join gap split halfway), on that window's own clock, so
-a file's words never land in another file's transcript.
+the window whose span its aligned time overlaps most, on that window's own clock, so a file's words never
+land in another file's transcript.
 
 A clip's language is detected from an encoder pass over the clip alone, at its own length (a tenth of a
 30-s pass for a 3-s clip), weighed by the languages of the files decided so far (`LanguagePrior`): base
@@ -13,7 +13,6 @@ is often unsure on a 2-s clip, and a pile of recordings mostly shares a language
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from dataclasses import dataclass, replace
 
@@ -29,6 +28,8 @@ JOIN_GAP_S = 1.0  # silence between two files' speech in a shared row (see the R
 PRIOR_WEIGHT = 5.0  # pseudo-count per language: how slowly the pile's languages outweigh a clip's own
 PRIOR_MIN_PROBABILITY = 0.8  # a decision counts towards the prior when the clip alone was this sure
 SHORT_DETECT_MIN_FRAMES = 100  # a clip shorter than 1 s is detected over 1 s (padded with silence)
+SPEECH_FRAME_S = 0.02  # frames of the energy map that tells where each part's speech ends
+SPEECH_LEVEL = 0.1  # a frame louder than this share of the part's loudest frame's RMS is speech
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Packed:
     window: Window
     offsets: tuple[float, ...]  # where each part starts in the row, in seconds
     parts: tuple[Window, ...]
+    speech_ends: tuple[float, ...]  # where each part's last loud frame ends, on the row's clock
 
 
 def fits(total_s: float, window: Window) -> bool:
@@ -58,20 +60,28 @@ def pack(parts: list[Window]) -> Packed:
         at += len(part.audio)
     pieces = tuple(Piece(o, o, p.duration_s) for o, p in zip(offsets, parts))
     joined = Window(-1, np.ascontiguousarray(np.concatenate(audio), np.float32), pieces)
-    return Packed(joined, tuple(offsets), tuple(parts))
+    ends = tuple(o + _speech_end_s(p.audio) for o, p in zip(offsets, parts))
+    return Packed(joined, tuple(offsets), tuple(parts), ends)
+
+
+def _speech_end_s(audio: np.ndarray) -> float:
+    """Where the last frame louder than SPEECH_LEVEL of the loudest one ends, in seconds into `audio`."""
+    frame = int(SPEECH_FRAME_S * SAMPLE_RATE)
+    n = len(audio) // frame
+    if n == 0:
+        return len(audio) / SAMPLE_RATE
+    rms = np.sqrt((audio[: n * frame].astype(np.float32).reshape(n, frame) ** 2).mean(axis=1))
+    loud = np.flatnonzero(rms >= SPEECH_LEVEL * rms.max())
+    return (loud[-1] + 1) * SPEECH_FRAME_S if len(loud) else len(audio) / SAMPLE_RATE
 
 
 def split_back(packed: Packed, result: RowResult) -> list[RowResult]:
     """`result` of a packed row as one result per part: each word (and its tokens) to the part whose span
-    holds its middle, timed on that part's file clock. A part that gets no words while the row has some
-    is `missing` (so it is decoded again on its own)."""
-    bounds = [
-        (packed.offsets[i] + packed.parts[i].duration_s + packed.offsets[i + 1]) / 2
-        for i in range(len(packed.parts) - 1)
-    ]
+    its aligned time overlaps most, timed on that part's file clock. A part that gets no words while the
+    row has some is `missing` (so it is decoded again on its own)."""
     words: list[list[tuple[Word, tuple[int, ...]]]] = [[] for _ in packed.parts]
     for word, tokens in zip(result.words, result.word_tokens):
-        k = bisect.bisect_right(bounds, (word.start_s + word.end_s) / 2)
+        k = _owner(packed, word.start_s, word.end_s)
         part, offset = packed.parts[k], packed.offsets[k]
         start = min(max(word.start_s - offset, 0.0), part.duration_s)
         end = min(max(word.end_s - offset, start), part.duration_s)
@@ -99,6 +109,24 @@ def split_back(packed: Packed, result: RowResult) -> list[RowResult]:
             )
         )
     return out
+
+
+def _owner(packed: Packed, start_s: float, end_s: float) -> int:
+    """The part whose span `start_s`..`end_s` overlaps most, or the next part when the word starts after
+    that part's speech has ended. Cross-attention alignment places the first word after a pause early,
+    in the silence before the pause: a word that starts in a part's trailing silence or in a join gap
+    belongs to the part after it."""
+    overlaps = [
+        min(end_s, offset + part.duration_s) - max(start_s, offset)
+        for offset, part in zip(packed.offsets, packed.parts)
+    ]
+    best = max(range(len(overlaps)), key=lambda k: overlaps[k])
+    if overlaps[best] <= 0:  # wholly inside a join gap
+        later = [k for k, offset in enumerate(packed.offsets) if offset >= start_s]
+        return later[0] if later else len(packed.parts) - 1
+    if best + 1 < len(packed.parts) and start_s >= packed.speech_ends[best]:
+        return best + 1
+    return best
 
 
 def short_features(features: list[np.ndarray], durations_s: list[float]) -> np.ndarray:

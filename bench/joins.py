@@ -52,8 +52,13 @@ def main() -> None:
         scheduler = WindowScheduler(BatchDecoder(engine.model), start=False)
         futures = [
             scheduler.submit(
-                FileJob(c["path"], "en"), speech_windows(a, vad=True), task="transcribe", initial_prompt=None,
-                beam_size=5, temperatures=options.temperatures, batch_size=8,
+                FileJob(c["path"], "en"),
+                speech_windows(a, vad=True),
+                task="transcribe",
+                initial_prompt=None,
+                beam_size=5,
+                temperatures=options.temperatures,
+                batch_size=8,
             )  # fmt: skip
             for c, a in zip(clips, audio)
         ]
