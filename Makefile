@@ -68,6 +68,8 @@ BENCH_PACKAGES = $$(cd bench && ../$(BIN)/python -c "import corpus; print(' '.jo
 ##   bench/hard.py       phone line, noise, far microphone, music bed, long pauses, menus, short turns
 ##   bench/language.py   language of short clips without a 30-s pass each
 ##   bench/joins.py      how much silence keeps words from bleeding across a join in a shared row
+##   bench/ceiling.py    the whole flow with the model taken out: files a second, cached re-runs, database growth
+##   bench/search.py     search over 1,000 files' segments
 ##   bench/diarize.py    DER, speaker count, x realtime, with and without --diarize
 bench: $(STAMP)
 	@test -d bench/voices/usr/share/asterisk/moh || (p="$(BENCH_PACKAGES)" && d=$$(mktemp -d) && cd $$d && \
@@ -80,6 +82,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/hard.py
 	$(BIN)/python bench/language.py
 	$(BIN)/python bench/joins.py
+	$(BIN)/python bench/ceiling.py
+	$(BIN)/python bench/search.py
 	$(BIN)/python bench/diarize.py
 
 ## The earlier engine comparison on synthetic speech (bench/speed.py): ~40 min; GPU checks (bench/gpu.py): < 8 min.
