@@ -55,16 +55,14 @@ class BatchDecoder:
 
     def detect(self, rows: list[RowRequest], encoded: Any) -> list[tuple[str, float]]:
         """Best language and its probability per row, from the batch's encoder output."""
-        if not self.multilingual:
-            return [("en", 1.0)] * len(rows)
-        detected = self.model.model.detect_language(encoded)
-        return [(pairs[0][0][2:-2], float(pairs[0][1])) for pairs in detected]  # "<|en|>" -> "en"
+        return [max(p.items(), key=lambda pair: pair[1]) for p in self.language_probabilities(encoded)]
 
     def language_probabilities(self, encoded: Any) -> list[dict[str, float]]:
         """Every language's probability per row of `encoded`."""
         if not self.multilingual:
             return [{"en": 1.0}] * int(encoded.shape[0])
-        return [{token[2:-2]: float(p) for token, p in pairs} for pairs in self.model.model.detect_language(encoded)]
+        detected = self.model.model.detect_language(encoded)
+        return [{token[2:-2]: float(p) for token, p in pairs} for pairs in detected]  # "<|en|>" -> "en"
 
     def encode(self, features: np.ndarray) -> Any:
         return self.model.encode(features)

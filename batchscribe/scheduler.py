@@ -5,7 +5,7 @@ scheduler of the loaded model and waits for its words; the scheduler's thread ta
 waiting, from any file, up to the batch size, and decodes them together (`batchscribe.decoding`). A file
 whose language is not given takes the one detected on its first window, and keeps it. A row that fails the
 decoder's checks is cut in two and both halves go to the front of the queue, to be decoded in the next
-batch beside other files' windows; `decoding.second_opinion` then picks the reading. A GPU out-of-memory
+batch beside other files' windows; `guard.second_opinion` then picks the reading. A GPU out-of-memory
 halves the batch size (for the rest of the process) and decodes the same windows again in halves; at batch
 size 1 the error reaches the file's task, which falls back to the CPU.
 """
@@ -16,9 +16,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -77,7 +77,6 @@ class WindowScheduler:
         self.batch_limit: int | None = None  # lowered after an out-of-memory, for the rest of the process
         self.batch_sizes: list[int] = []  # rows of every batch handed to the model, in order (for tests and logs)
         self.languages = packing.LanguagePrior()
-        self._packed: dict[int, packing.Packed] = {}  # a packed row's request -> its parts (scheduler thread only)
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -161,12 +160,14 @@ class WindowScheduler:
                 item.first, item.halves = result, [self._half(item, w) for w in halves]
                 again += item.halves
                 continue
-            if item.parent is None:
-                item.future.set_result(result)
-                continue
             item.future.set_result(result)
             parent = item.parent
-            if parent.halves and all(h.future.done() for h in parent.halves) and not parent.future.done():
+            if (
+                parent is not None
+                and parent.halves
+                and all(h.future.done() for h in parent.halves)
+                and not parent.future.done()
+            ):
                 chosen = second_opinion(parent.first, [h.future.result() for h in parent.halves])
                 parent.job.redecoded += 1
                 parent.future.set_result(chosen)
@@ -176,15 +177,11 @@ class WindowScheduler:
                 self._cond.notify()
 
     def _half(self, item: _Item, window: Window) -> _Item:
-        request = RowRequest(
-            window,
-            self.decoder.features(window),
-            item.request.task,
-            item.request.initial_prompt,
-            item.request.beam_size,
-            item.request.temperatures,
-        )
-        return _Item(item.job, request, item.key, parent=item)
+        return _Item(item.job, self._for_window(item.request, window), item.key, parent=item)
+
+    def _for_window(self, request: RowRequest, window: Window) -> RowRequest:
+        """`request` (task, prompt, search) for another window."""
+        return replace(request, window=window, features=self.decoder.features(window))
 
     def _next_batch(self) -> list[_Item]:
         with self._cond:
@@ -193,16 +190,20 @@ class WindowScheduler:
             key = self._queue[0].key
             size = min(key.batch_size, self.batch_limit or key.batch_size)
             deadline = time.monotonic() + LINGER_S
-            while _rows_needed([i for i in self._queue if i.key == key]) < size:
+            while _RowCount.of(i for i in self._queue if i.key == key).rows < size:
                 if (left := deadline - time.monotonic()) <= 0:
                     break
                 self._cond.wait(left)
             batch: list[_Item] = []
+            count = _RowCount()
             kept: deque[_Item] = deque()
             while self._queue:
                 item = self._queue.popleft()
-                fits = item.key == key and _rows_needed([*batch, item]) <= size
-                (batch if fits else kept).append(item)
+                if item.key == key and count.with_item(item).rows <= size:
+                    batch.append(item)
+                    count = count.with_item(item)
+                else:
+                    kept.append(item)
             self._queue = kept
             return batch
 
@@ -230,7 +231,10 @@ class WindowScheduler:
         self._detect_clips(batch)
         rows = _rows(batch)
         self.batch_sizes.append(len(rows))
-        requests = [self._request(row) for row in rows]
+        packs = [None if len(row) == 1 else packing.pack([i.request.window for i in row]) for row in rows]
+        requests = [
+            row[0].request if p is None else self._for_window(row[0].request, p.window) for row, p in zip(rows, packs)
+        ]
         encoded = self.decoder.encode(np.stack([r.features for r in requests]))
         detected = self.decoder.detect(requests, encoded)
         for row, (language, probability) in zip(rows, detected):
@@ -240,27 +244,10 @@ class WindowScheduler:
         languages = [row[0].job.language or "en" for row in rows]
         results = self.decoder.decode(requests, languages, encoded, detected)
         by_item: dict[int, RowResult] = {}
-        for row, request, result in zip(rows, requests, results):
-            parts = [result] if len(row) == 1 else packing.split_back(self._packed[id(request)], result)
+        for row, packed, result in zip(rows, packs, results):
+            parts = [result] if packed is None else packing.split_back(packed, result)
             by_item.update((id(item), part) for item, part in zip(row, parts))
-        self._packed.clear()
         return [by_item[id(item)] for item in batch]
-
-    def _request(self, row: list[_Item]) -> RowRequest:
-        if len(row) == 1:
-            return row[0].request
-        packed = packing.pack([item.request.window for item in row])
-        first = row[0].request
-        request = RowRequest(
-            packed.window,
-            self.decoder.features(packed.window),
-            first.task,
-            first.initial_prompt,
-            first.beam_size,
-            first.temperatures,
-        )
-        self._packed[id(request)] = packed
-        return request
 
     def _detect_clips(self, batch: list[_Item]) -> None:
         """The language of each short file that has none yet, from a short encoder pass over its first window."""
@@ -301,8 +288,25 @@ def _rows(batch: list[_Item]) -> list[list[_Item]]:
     return rows
 
 
-def _rows_needed(items: list[_Item]) -> float:
-    """About how many rows `items` make: one per window that goes alone, 30 s of packed speech per row."""
-    alone = sum(1 for i in items if not i.packable)
-    packed = sum(i.request.window.duration_s + packing.JOIN_GAP_S for i in items if i.packable)
-    return alone + packed / MAX_WINDOW_S
+@dataclass(frozen=True)
+class _RowCount:
+    """About how many rows some windows make: one per window that goes alone, 30 s of packed speech per row."""
+
+    alone: int = 0
+    packed_s: float = 0.0
+
+    @property
+    def rows(self) -> float:
+        return self.alone + self.packed_s / MAX_WINDOW_S
+
+    def with_item(self, item: _Item) -> _RowCount:
+        if item.packable:
+            return _RowCount(self.alone, self.packed_s + item.request.window.duration_s + packing.JOIN_GAP_S)
+        return _RowCount(self.alone + 1, self.packed_s)
+
+    @classmethod
+    def of(cls, items: Iterable[_Item]) -> _RowCount:
+        count = cls()
+        for item in items:
+            count = count.with_item(item)
+        return count
