@@ -16,8 +16,8 @@ from batchscribe.decoding import BatchDecoder
 from batchscribe.guard import is_loop, repeated_run
 from batchscribe.options import TranscribeOptions
 from batchscribe.rows import RowRequest
-from batchscribe.scheduler import FileJob, WindowScheduler
 from batchscribe.windows import speech_windows, split_window
+from tests.scheduling import Run, decode_files
 from tests.voices import SAMPLE_RATE, SOUNDS, _decode, _trim
 
 OPTIONS = TranscribeOptions(device="cpu").resolved()
@@ -54,19 +54,8 @@ def menu() -> tuple[np.ndarray, str]:
     return audio, " ".join(MENU[name] for name in order)
 
 
-def _run(decoder: BatchDecoder, files: dict[str, np.ndarray], language: str | None = "en") -> dict:
-    """Every window of every file through one fresh scheduler started after all are queued."""
-    scheduler = WindowScheduler(decoder, start=False)
-    jobs, futures = {}, {}
-    for name, samples in files.items():
-        jobs[name] = FileJob(name, language)
-        futures[name] = scheduler.submit(
-            jobs[name], speech_windows(samples, vad=True), task="transcribe", initial_prompt=None, beam_size=5,
-            temperatures=OPTIONS.temperatures, batch_size=8,
-        )  # fmt: skip
-    scheduler.start()
-    results = {name: [f.result(timeout=600) for f in fs] for name, fs in futures.items()}
-    return {"jobs": jobs, "results": results, "scheduler": scheduler}
+def _run(decoder: BatchDecoder, files: dict[str, np.ndarray], language: str | None = "en") -> Run:
+    return decode_files(decoder, files, dict.fromkeys(files, language))
 
 
 def test_a_menu_said_again_is_not_a_loop(engine, menu) -> None:
@@ -80,7 +69,7 @@ def test_a_menu_said_again_is_not_a_loop(engine, menu) -> None:
     assert max(r.compression_ratio for r in first) > 2.4  # Whisper's own check would call it a loop
     assert not any(r.verdict == "loop" for r in first), [(r.verdict, r.text) for r in first]
 
-    results = _run(decoder, {"menu": audio})["results"]["menu"]  # a row that stopped early is decoded again
+    results = _run(decoder, {"menu": audio}).results["menu"]  # a row that stopped early is decoded again
     text = " ".join(words("".join(r.text for r in results)))
     assert all(r.verdict == "ok" and not r.unsure for r in results)
     assert text.count("followed by the pound key") == reference.count("followed by the pound key"), text
@@ -127,8 +116,8 @@ def test_a_loop_is_caught_and_mended(engine, menu) -> None:
         return tokens[:12] + tokenizer.encode(" followed by the pound key") * 20, None
 
     run = _run(FirstPass(engine.model, looping), {"menu": audio})
-    results = run["results"]["menu"]
-    assert run["jobs"]["menu"].redecoded == len(results)
+    results = run.results["menu"]
+    assert run.jobs["menu"].redecoded == len(results)
     assert all(r.redecoded and r.verdict != "loop" for r in results), [r.verdict for r in results]
     text = " ".join(words("".join(r.text for r in results)))
     assert text.count("followed by the pound key") <= reference.count("followed by the pound key")
@@ -145,7 +134,7 @@ def test_invented_words_in_an_unsure_row_are_not_passed_as_certain(engine, menu)
         return tokens[:6] + tokenizer.encode(invented) + tokens[6:], -1.4, 0.1
 
     run = _run(FirstPass(engine.model, unsure), {"menu": audio[: 25 * SAMPLE_RATE]})
-    for result in run["results"]["menu"]:
+    for result in run.results["menu"]:
         assert result.redecoded
         kept = [w for w in words(invented) if w in words(result.text)]
         assert not kept or result.unsure, (result.text, result.unsure)
@@ -163,7 +152,7 @@ def test_a_files_words_do_not_depend_on_its_batch(engine, menu, tmp_path) -> Non
     decoder = BatchDecoder(engine.model)
 
     def text_of(files: dict) -> str:
-        return "".join(r.text for r in _run(decoder, files, None)["results"]["menu"])
+        return "".join(r.text for r in _run(decoder, files, None).results["menu"])
 
     alone = text_of({"menu": audio})
     assert text_of({"es.mp3": others["es.mp3"], "menu": audio, "en2.mp3": others["en2.mp3"]}) == alone

@@ -14,9 +14,10 @@ from batchscribe.audio import decode_audio
 from batchscribe.decoding import BatchDecoder
 from batchscribe.options import TranscribeOptions
 from batchscribe.packing import JOIN_GAP_S, LanguagePrior, pack
-from batchscribe.scheduler import FileJob, WindowScheduler
+from batchscribe.scheduler import WindowScheduler
 from batchscribe.windows import speech_windows
 from tests.media import load_audio
+from tests.scheduling import decode_files
 from tests.voices import SAMPLE_RATE, SOUNDS, _decode, _trim
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,17 +70,8 @@ def files(tmp_path_factory) -> dict[str, tuple[np.ndarray, str, str]]:
 
 
 def _run(engine, files: dict, languages: dict[str, str | None]) -> tuple[dict, dict, WindowScheduler]:
-    scheduler = WindowScheduler(BatchDecoder(engine.model), start=False)
-    jobs, futures = {}, {}
-    for name, (samples, _, _) in files.items():
-        jobs[name] = FileJob(name, languages[name])
-        futures[name] = scheduler.submit(
-            jobs[name], speech_windows(samples, vad=True), task="transcribe", initial_prompt=None, beam_size=5,
-            temperatures=OPTIONS.temperatures, batch_size=8,
-        )  # fmt: skip
-    scheduler.start()
-    results = {name: [f.result(timeout=600) for f in fs] for name, fs in futures.items()}
-    return jobs, results, scheduler
+    run = decode_files(BatchDecoder(engine.model), {name: f[0] for name, f in files.items()}, languages)
+    return run.jobs, run.results, run.scheduler
 
 
 def test_every_word_goes_back_to_its_own_file(engine, files) -> None:
