@@ -47,13 +47,15 @@ def test_a_killed_worker_never_stalls_the_others(prefect_server, cache_dir, tmp_
     run += ["--cache-dir", str(cache_dir), "--workers", "1"]
     env = {**os.environ, "BATCHSCRIBE_LEASE_S": str(LEASE_S)}
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in WORKERS}
-    workers = {
-        name: subprocess.Popen(
+
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen(
             ["unshare", "--uts", "--pid", "--fork", "sh", "-c", f'hostname {name} && exec "$@"', "sh", *run],
             stdout=logs[name], stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-        for name in WORKERS
-    }  # fmt: skip
+        )  # fmt: skip
+
+    # pod-a starts first, so that it surely takes a file's lease before the others could take them all.
+    workers = {"pod-a": start("pod-a")}
     deadline = time.monotonic() + 600
     held = None
     while held is None:  # pod-a is working on a file: it holds that file's lease
@@ -65,6 +67,7 @@ def test_a_killed_worker_never_stalls_the_others(prefect_server, cache_dir, tmp_
             except (OSError, ValueError):
                 pass
         time.sleep(0.05)
+    workers.update((name, start(name)) for name in WORKERS[1:])
     os.killpg(workers["pod-a"].pid, signal.SIGKILL)
     killed = time.monotonic()
     workers["pod-a"].wait()
