@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,9 +29,6 @@ from batchscribe.scheduler import FileJob, WindowScheduler
 from batchscribe.segments import split_words
 from batchscribe.transcript import Segment, Transcript, Word
 from batchscribe.windows import speech_windows
-
-if TYPE_CHECKING:
-    from faster_whisper import WhisperModel
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +91,9 @@ class FasterWhisperEngine(Engine):
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         """`audio` through the window scheduler, or faster-whisper's sequential decoder at batch size <= 1."""
+        if options.batch_size <= 1:
+            return self._sequential(audio, options)
         with self.pool.least_busy() as slot:
-            if options.batch_size <= 1:
-                return self._sequential(audio, options, self.pool.models[slot])
             return self._scheduled([(0.0, audio)], options, "audio", slot).transcript
 
     def _scheduled(
@@ -148,9 +144,9 @@ class FasterWhisperEngine(Engine):
             batch_size=options.batch_size,
         )
 
-    def _sequential(self, audio: np.ndarray, options: TranscribeOptions, model: WhisperModel) -> Transcript:
-        """faster-whisper's sequential decoder over `audio` (the `batch_size` <= 1 path)."""
-        segments, info = model.transcribe(
+    def _sequential(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        """faster-whisper's sequential decoder over `audio` (the `batch_size` <= 1 path), on the first device."""
+        segments, info = self.model.transcribe(
             audio,
             language=options.language,
             task=options.task,
