@@ -28,7 +28,7 @@ HASH_CHUNK_BYTES = 1 << 20  # 1 MiB
 IN_MEMORY_MAX_BYTES = 16 << 20  # a local input up to 16 MiB is read once: hashed, then decoded from memory
 RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 429})  # and every 5xx; other 4xx answers are final
 DOWNLOADS_DIR = "downloads"  # under the cache folder: <version key>/<name>, removed once the file's row is ready
-HASHES_DIR = "download-hashes"  # under the cache folder: <version key> -> "<sha256> <size>", kept (~80 bytes each)
+HASHES_DIR = "download-hashes"  # under the cache folder: <xx>/<version key> -> "<sha256> <size>", kept (~80 B each)
 
 
 def stage_local(item: InputItem, max_bytes: int | None = None) -> StagedFile:
@@ -99,7 +99,7 @@ def stage_remote(
             _download_fsspec(item, target, size, storage_options, max_bytes)
     staged = stage_local(InputItem(str(target), item.relative_path))
     if hash_dir is not None:
-        with atomic_file(hash_dir / key, durable=False) as record:  # a cache entry: rebuilt if lost
+        with atomic_file(_record_path(hash_dir, key), durable=False) as record:  # a cache entry: rebuilt if lost
             record.write(f"{staged.sha256} {staged.size_bytes}\n".encode())
     return StagedFile(item.source, item.relative_path, staged.local_path, staged.sha256, staged.size_bytes)
 
@@ -117,10 +117,14 @@ def evict(staged: StagedFile, download_dir: Path) -> None:
 def _recorded(hash_dir: Path | None, key: str) -> tuple[str, int] | None:
     """The (sha256, size) recorded for a download key, or None."""
     try:
-        sha256, size = (hash_dir / key).read_text().split() if hash_dir is not None else ("", "")
+        sha256, size = _record_path(hash_dir, key).read_text().split() if hash_dir is not None else ("", "")
     except (OSError, ValueError):
         return None
     return (sha256, int(size)) if sha256 else None
+
+
+def _record_path(hash_dir: Path, key: str) -> Path:
+    return hash_dir / key[-2:] / key  # 256 folders: no folder of a million files
 
 
 @contextlib.contextmanager

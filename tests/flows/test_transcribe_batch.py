@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from batchscribe.engines import load_engine
 from batchscribe.engines.faster import FasterWhisperEngine
 from batchscribe.manifest import COLUMNS, read_manifest
-from batchscribe.options import BatchRequest, OutputOptions
+from batchscribe.options import BatchRequest, OutputOptions, TranscribeOptions
 from flows.transcribe_batch import BatchFailed, transcribe_batch
 from tasks import audio as audio_module
 from tests.http_fixtures import RangeHandler, serve_folder
@@ -163,6 +164,21 @@ def test_downloads_and_decoded_audio_are_evicted_once_each_file_has_its_row(
         bodies = [path for path, byte_range in RangeHandler.hits if byte_range]
         assert "/en2.mp3" not in bodies and "/notes.mp3" in bodies, RangeHandler.hits
         assert _cached_files(cache_dir, "downloads") == [] and _cached_files(cache_dir, "audio") == []
+
+
+def test_two_devices_in_one_worker_share_the_batch(prefect_server, cache_dir, tmp_path, clips) -> None:
+    names = ("en.wav", "en2.mp3", "es.mp3", "fr.mp3")
+    options = TranscribeOptions(device="cpu", device_index=(0, 1))
+    request = BatchRequest(
+        inputs=[str(SPEECH / name) for name in names], output=str(tmp_path / "out"), cache_dir=str(cache_dir)
+    )
+    state, batch = run(request.model_copy(update={"transcribe": options}))
+
+    assert state == "COMPLETED" and sorted(batch["relative_path"].str.rsplit("/", n=1).str[-1]) == sorted(names)
+    engine = load_engine(options, cache_dir)  # the worker's engine: a model copy and a scheduler per device
+    assert engine.pool.dealt == [2, 2] and all(engine.pool.scheduler(slot).batch_sizes for slot in (0, 1))
+    languages = dict(zip(batch["relative_path"].str.rsplit("/", n=1).str[-1], batch["language"]))
+    assert languages == {name: clips[name]["language"] for name in names}
 
 
 def test_cli_exit_codes_and_summary(prefect_server, bad_media, cache_dir, tmp_path) -> None:
