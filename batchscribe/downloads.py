@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from batchscribe import storage, urls
@@ -101,7 +102,7 @@ def stage_remote(
     if hash_dir is not None:
         with atomic_file(_record_path(hash_dir, key), durable=False) as record:  # a cache entry: rebuilt if lost
             record.write(f"{staged.sha256} {staged.size_bytes}\n".encode())
-    return StagedFile(item.source, item.relative_path, staged.local_path, staged.sha256, staged.size_bytes)
+    return replace(staged, source=item.source, relative_path=item.relative_path)  # a small file's bytes kept
 
 
 def evict(staged: StagedFile, download_dir: Path) -> None:
