@@ -4,7 +4,9 @@ Whisper always encodes 30 s, so a 2-s clip decoded alone is mostly padding. Wind
 `PACK_MAX_S` (short files, the short end of a long one) that share a task, prompt and language are laid
 one after another with `JOIN_GAP_S` of silence between them and decoded as one row; each word goes back to
 the window whose span its aligned time overlaps most, on that window's own clock, so a file's words never
-land in another file's transcript.
+land in another file's transcript. Two windows that sound alike (the same greeting in two calls, one
+recording in two formats) never share a row: Whisper writes a sentence said twice in a row once. A part
+left with far fewer words than its length holds is decoded again on its own.
 
 A clip's language is detected from an encoder pass over the clip alone, at its own length (a tenth of a
 30-s pass for a 3-s clip), weighed by the languages of the files decided so far (`LanguagePrior`): base
@@ -30,6 +32,11 @@ PRIOR_MIN_PROBABILITY = 0.8  # a decision counts towards the prior when the clip
 SHORT_DETECT_MIN_FRAMES = 100  # a clip shorter than 1 s is detected over 1 s (padded with silence)
 SPEECH_FRAME_S = 0.02  # frames of the energy map that tells where each part's speech ends
 SPEECH_LEVEL = 0.1  # a frame louder than this share of the part's loudest frame's RMS is speech
+THIN_MIN_S = 2.5  # a part at least this long ...
+THIN_WORDS_PER_S = 0.6  # ... that gets fewer words a second than this is decoded again on its own
+ALIKE_FRAME_S = 0.1  # the log-mel frames compared between two windows are averaged over this long ...
+ALIKE_MAX_SHIFT = 3  # ... and slid up to this many of them against each other
+ALIKE_CORRELATION = 0.85  # windows whose frames correlate this well sound alike (the same speech)
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,10 @@ def pack(parts: list[Window]) -> Packed:
         offsets.append(at / SAMPLE_RATE)
         audio.append(part.audio)
         at += len(part.audio)
-    pieces = tuple(Piece(o, o, p.duration_s) for o, p in zip(offsets, parts))
-    joined = Window(-1, np.ascontiguousarray(np.concatenate(audio), np.float32), pieces)
+    joined_audio = np.ascontiguousarray(np.concatenate(audio), np.float32)
+    # One piece over the whole row: the decoder's word times stay on the row's clock, gaps included, so a
+    # word aligned across a join is still seen overlapping the part it belongs to.
+    joined = Window(-1, joined_audio, (Piece(0.0, 0.0, len(joined_audio) / SAMPLE_RATE),))
     ends = tuple(o + _speech_end_s(p.audio) for o, p in zip(offsets, parts))
     return Packed(joined, tuple(offsets), tuple(parts), ends)
 
@@ -78,7 +87,8 @@ def _speech_end_s(audio: np.ndarray) -> float:
 def split_back(packed: Packed, result: RowResult) -> list[RowResult]:
     """`result` of a packed row as one result per part: each word (and its tokens) to the part whose span
     its aligned time overlaps most, timed on that part's file clock. A part that gets no words while the
-    row has some is `missing` (so it is decoded again on its own)."""
+    row has some is `missing`, one with fewer than THIN_WORDS_PER_S a second over THIN_MIN_S is `sparse`
+    (either is decoded again on its own)."""
     words: list[list[tuple[Word, tuple[int, ...]]]] = [[] for _ in packed.parts]
     for word, tokens in zip(result.words, result.word_tokens):
         k = _owner(packed, word.start_s, word.end_s)
@@ -95,8 +105,10 @@ def split_back(packed: Packed, result: RowResult) -> list[RowResult]:
     out = []
     for part, own in zip(packed.parts, words):
         verdict = result.verdict
-        if not own and result.words and verdict == "ok":
+        if verdict == "ok" and result.words and not own:
             verdict = "missing"
+        elif verdict == "ok" and part.duration_s >= THIN_MIN_S and len(own) < THIN_WORDS_PER_S * part.duration_s:
+            verdict = "sparse"
         out.append(
             replace(
                 result,
@@ -128,6 +140,29 @@ def _owner(packed: Packed, start_s: float, end_s: float) -> int:
     if best + 1 < len(packed.parts) and start_s >= packed.speech_ends[best]:
         return best + 1
     return best
+
+
+def fingerprint(features: np.ndarray, duration_s: float) -> np.ndarray:
+    """A window's log-mel frames over its speech, averaged over ALIKE_FRAME_S: what `alike` compares."""
+    step = round(ALIKE_FRAME_S * FRAMES_PER_SECOND)
+    n = max(min(int(duration_s * FRAMES_PER_SECOND), features.shape[-1]) // step, 1)
+    return features[:, : n * step].reshape(features.shape[0], n, step).mean(axis=2)
+
+
+def alike(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two fingerprints are the same speech: frames correlated at least ALIKE_CORRELATION, slid up
+    to ALIKE_MAX_SHIFT frames against each other (VAD may cut the same words a little apart)."""
+    for shift in range(-ALIKE_MAX_SHIFT, ALIKE_MAX_SHIFT + 1):
+        x, y = (a[:, shift:], b) if shift >= 0 else (a, b[:, -shift:])
+        n = min(x.shape[1], y.shape[1])
+        if n < ALIKE_MAX_SHIFT:
+            continue
+        x = x[:, :n] - x[:, :n].mean(axis=1, keepdims=True)
+        y = y[:, :n] - y[:, :n].mean(axis=1, keepdims=True)
+        norm = float(np.sqrt((x * x).sum() * (y * y).sum()))
+        if norm > 0 and float((x * y).sum()) / norm >= ALIKE_CORRELATION:
+            return True
+    return False
 
 
 def short_features(features: list[np.ndarray], durations_s: list[float]) -> np.ndarray:

@@ -68,6 +68,7 @@ class _Item:
     key: BatchKey
     future: Future = field(default_factory=Future)
     packable: bool = False  # short enough to share a row with other files' windows
+    fingerprint: np.ndarray | None = None  # a packable window's sound, so that alike windows never share a row
     halves: list[_Item] | None = None  # a second opinion under way: the two shorter rows
     first: RowResult | None = None  # ... and the row's first reading
     parent: _Item | None = None  # set on a half
@@ -107,15 +108,19 @@ class WindowScheduler:
     ) -> list[Future]:
         """Queue `windows` of `job`'s file; each future resolves to that window's RowResult."""
         key = BatchKey(beam_size, temperatures[0], max(batch_size, 1))
-        items = [
-            _Item(
-                job,
-                RowRequest(w, self.decoder.features(w), task, initial_prompt, beam_size, temperatures),
-                key,
-                packable=w.duration_s <= packing.PACK_MAX_S,
+        items = []
+        for w in windows:
+            features = self.decoder.features(w)
+            packable = w.duration_s <= packing.PACK_MAX_S
+            items.append(
+                _Item(
+                    job,
+                    RowRequest(w, features, task, initial_prompt, beam_size, temperatures),
+                    key,
+                    packable=packable,
+                    fingerprint=packing.fingerprint(features, w.duration_s) if packable else None,
+                )
             )
-            for w in windows
-        ]
         with self._cond:
             self._queue.extend(items)
             self._cond.notify()
@@ -312,21 +317,35 @@ def _group(item: _Item) -> tuple:
 
 
 def _rows(batch: list[_Item]) -> list[list[_Item]]:
-    """`batch` as rows: packable windows of a known language share rows of at most 30 s; others go alone."""
+    """`batch` as rows: packable windows of a known language share rows of at most 30 s, never with a
+    window that sounds alike; others go alone."""
     rows: list[list[_Item]] = []
-    open_rows: dict[tuple, tuple[list[_Item], float]] = {}
+    open_rows: dict[tuple, list[tuple[list[_Item], float]]] = {}
     for item in batch:
         if not item.packable or item.job.language is None:
             rows.append([item])
             continue
-        row, total = open_rows.get(_group(item), (None, 0.0))
-        if row is None or not packing.fits(total, item.request.window):
-            row, total = [], 0.0
-            rows.append(row)
+        candidates = open_rows.setdefault(_group(item), [])
+        slot = next(
+            (
+                k
+                for k, (row, total) in enumerate(candidates)
+                if packing.fits(total, item.request.window) and not any(_alike(item, other) for other in row)
+            ),
+            None,
+        )
+        if slot is None:
+            slot = len(candidates)
+            candidates.append(([], 0.0))
+            rows.append(candidates[slot][0])
+        row, total = candidates[slot]
         row.append(item)
-        gap = packing.JOIN_GAP_S if total else 0.0
-        open_rows[_group(item)] = (row, total + gap + item.request.window.duration_s)
+        candidates[slot] = (row, total + (packing.JOIN_GAP_S if total else 0.0) + item.request.window.duration_s)
     return rows
+
+
+def _alike(a: _Item, b: _Item) -> bool:
+    return a.fingerprint is not None and b.fingerprint is not None and packing.alike(a.fingerprint, b.fingerprint)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=120)
     parser.add_argument("--gaps", default="0.25,0.5,1.0,1.5")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out-joins"))
+    parser.add_argument("--show", action="store_true", help="print every clip whose words differ from its text")
     args = parser.parse_args()
     import jiwer
     from corpus import decode
@@ -72,6 +73,8 @@ def main() -> None:
                 if 0 <= j < len(clips):
                     near |= set(words(clips[j]["text"]).split())
             bled += sum(1 for w in words(text).split() if w not in own and w in near)
+            if args.show and words(text) != words(clips[i]["text"]):
+                print(f"  {Path(clips[i]['path']).name}: {words(clips[i]['text'])!r} -> {words(text)!r}")
         error = jiwer.wer([words(c["text"]) for c in clips], [words(t) or "-" for t in texts])
         empty = sum(1 for t in texts if not re.search(r"\w", t))
         print(f"{gap:6.2f} {100 * error:6.1f}% {bled:11d} {empty:12d} {sum(scheduler.batch_sizes):5d}")

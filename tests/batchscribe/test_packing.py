@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from batchscribe.audio import decode_audio
+from batchscribe.audio import decode_audio, ffmpeg_exe
 from batchscribe.decoding import BatchDecoder
 from batchscribe.options import TranscribeOptions
-from batchscribe.packing import JOIN_GAP_S, LanguagePrior, pack
+from batchscribe.packing import JOIN_GAP_S, THIN_MIN_S, LanguagePrior, alike, fingerprint, pack, split_back
+from batchscribe.rows import RowResult
 from batchscribe.scheduler import WindowScheduler
+from batchscribe.transcript import Word
 from batchscribe.windows import speech_windows
 from tests.media import load_audio
 from tests.scheduling import decode_files
@@ -108,3 +111,62 @@ def test_the_prior_decides_only_an_unsure_clip() -> None:
         prior.observe("es", 0.95)
     assert prior.choose({"pt": 0.43, "es": 0.10, "en": 0.2})[0] == "es"  # unsure: the pile's language
     assert prior.choose({"pt": 0.90, "es": 0.02})[0] == "pt"  # sure: its own
+
+
+def test_the_same_speech_in_three_formats_never_shares_a_row(engine, files, tmp_path) -> None:
+    """One recording as 8-kHz stereo WAV, 48-kHz 6-channel FLAC and MP3: in one row Whisper writes the
+    sentence said three times twice, and a file's first words land in another's. Each is decoded whole."""
+    en2 = ROOT / "tests" / "fixtures" / "speech" / "en2.mp3"
+    formats = {"8k.wav": ["-ar", "8000", "-ac", "2"], "48k.flac": ["-ar", "48000", "-ac", "6"], "copy.mp3": []}
+    copies = {}
+    for name, args in formats.items():
+        command = [ffmpeg_exe(), "-v", "error", "-t", "4", "-i", str(en2), *args, str(tmp_path / name)]
+        subprocess.run(command, check=True)
+        copies[name] = load_audio(decode_audio(tmp_path / name, tmp_path / f"{name}.pcm").path)
+    prompts = {n: files[n][0] for n in ("conf-locked", "vm-nomore")}
+    run = decode_files(BatchDecoder(engine.model), copies, {n: "en" for n in copies})
+    sentence = "my sister works in a small bakery near the river".split()
+    for name in copies:
+        heard = re.sub(r"[^\w']+", " ", "".join(r.text for r in run.results[name]).lower()).split()
+        assert heard[:2] == ["my", heard[1]] and heard[-9:-7] != ["my", "sister"], (name, heard)  # none bled
+        assert len(set(heard) & set(sentence)) >= len(sentence) - 1, (name, heard)  # one word may be misheard
+    prints = {n: fingerprint(*_speech(a)) for n, a in {**copies, **prompts}.items()}
+    assert alike(prints["8k.wav"], prints["48k.flac"]) and alike(prints["copy.mp3"], prints["8k.wav"])
+    assert not alike(prints["copy.mp3"], prints["conf-locked"])
+    assert not alike(prints["conf-locked"], prints["vm-nomore"])
+
+
+def _speech(samples: np.ndarray) -> tuple[np.ndarray, float]:
+    from faster_whisper.audio import pad_or_trim
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    window = speech_windows(samples, vad=True)[0]
+    return pad_or_trim(FeatureExtractor()(window.audio)[..., :-1]), window.duration_s
+
+
+def _row(words_s: list[tuple[float, float, str]]) -> RowResult:
+    timed = tuple(Word(s, e, w, 0.9) for s, e, w in words_s)
+    return RowResult(timed, tuple((i,) for i in range(len(timed))), tuple(range(len(timed))), -0.2, 1.0, 0.01, 0.0,
+                     False, 0)  # fmt: skip
+
+
+def test_a_word_aligned_across_a_join_goes_to_the_part_it_overlaps_most(files) -> None:
+    parts = [speech_windows(files[n][0], vad=True)[0] for n in ("conf-locked", "vm-nomore")]
+    packed = pack(parts)
+    join, second = packed.offsets[0] + parts[0].duration_s, packed.offsets[1]
+    assert packed.window.to_file_time(join + 0.5) == pytest.approx(join + 0.5)  # the row's clock runs through gaps
+    row = _row([(0.1, 0.5, " This"), (join - 0.2, second + 0.4, " No"), (second + 0.4, second + 0.8, " more")])
+    first, last = split_back(packed, row)
+    assert [w.word for w in first.words] == [" This"] and [w.word for w in last.words] == [" No", " more"]
+    assert all(0 <= w.start_s <= w.end_s <= parts[1].duration_s for w in last.words)  # on the part's own clock
+
+
+def test_a_part_left_with_too_few_words_is_decoded_again_alone(files) -> None:
+    long = np.concatenate([files["privacy-unident"][0], files["vm-sorry"][0]])
+    parts = [speech_windows(files["conf-muted"][0], vad=True)[0], speech_windows(long, vad=True)[0]]
+    assert parts[1].duration_s >= THIN_MIN_S
+    packed = pack(parts)
+    second = packed.offsets[1]
+    row = _row([(0.1, 0.4, " You"), (0.4, 0.7, " are"), (second + 0.2, second + 0.5, " party")])
+    first, thin = split_back(packed, row)
+    assert (first.verdict, thin.verdict) == ("ok", "sparse")
