@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -26,3 +27,9 @@ class StagedFile:
     attempts: int = 1  # the stage task's runs, retries of a flaky download included
     # The bytes themselves when the file was small enough to read whole: hashed and decoded from memory.
     data: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def present(self) -> bool:
+        """Whether its bytes are here to decode: in memory or at `local_path` (a remote file staged by its
+        recorded hash alone is not, nor one whose download was evicted)."""
+        return self.data is not None or Path(self.local_path).is_file()

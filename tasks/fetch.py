@@ -9,7 +9,7 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from batchscribe import urls
-from batchscribe.downloads import stage_local, stage_remote
+from batchscribe.downloads import DOWNLOADS_DIR, HASHES_DIR, stage_local, stage_remote
 from batchscribe.errors import InputError
 from batchscribe.media import InputItem, StagedFile
 from batchscribe.retries import retry_if_transient
@@ -28,16 +28,21 @@ def stage_input(
     cache_dir: str,
     storage_options: StorageOptions | None = None,
     max_bytes: int | None = None,
+    fetch: bool = True,
 ) -> StagedFile:
     """Make one input local and hash its content (sha256), which keys every cache downstream.
 
-    Remote inputs (URLs, `ipfs://`) download once into `<cache_dir>/downloads`. Inputs over `max_bytes`
-    fail with InputError (a remote one before or while it downloads, never after).
+    Remote inputs (URLs, `ipfs://`) download into `<cache_dir>/downloads` (the flow evicts them once the
+    file's row is ready), and their hashes are recorded in `<cache_dir>/download-hashes`; with
+    `fetch=False` a version whose hash is recorded is not downloaded (`StagedFile.present` is False).
+    Inputs over `max_bytes` fail with InputError (a remote one before or while it downloads, never after).
     """
     if item.error:
         raise InputError(item.error)
     if urls.is_url(item.source):
-        staged = stage_remote(item, Path(cache_dir) / "downloads", storage_options, max_bytes)
+        cache = Path(cache_dir)
+        downloads, hashes = cache / DOWNLOADS_DIR, cache / HASHES_DIR
+        staged = stage_remote(item, downloads, storage_options, max_bytes, hash_dir=hashes, fetch=fetch)
     else:
         staged = stage_local(item, max_bytes)
     context = TaskRunContext.get()

@@ -59,7 +59,7 @@ def fallbacks(options: TranscribeOptions) -> list[TranscribeOptions]:
     """
     if options.device != "cuda":
         return []
-    return [options.model_copy(update={"device": "cpu", "compute_type": "auto"}).resolved()]
+    return [options.model_copy(update={"device": "cpu", "compute_type": "auto", "device_index": ()}).resolved()]
 
 
 def transcribe_with_fallback(

@@ -15,7 +15,8 @@ _engines_lock = threading.Lock()
 
 
 def _key(options: TranscribeOptions, cache_dir: Path) -> tuple[str, ...]:
-    return (options.engine, options.model, options.device, options.compute_type, str(cache_dir))
+    devices = ",".join(map(str, options.device_index))
+    return (options.engine, options.model, options.device, devices, options.compute_type, str(cache_dir))
 
 
 def register_engine(engine: Engine, cache_dir: Path) -> None:

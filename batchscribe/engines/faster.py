@@ -19,7 +19,7 @@ import numpy as np
 
 from batchscribe import weights
 from batchscribe.audio import SAMPLE_RATE
-from batchscribe.decoding import BatchDecoder
+from batchscribe.devices import DevicePool
 from batchscribe.engines.base import Engine, FileTranscription
 from batchscribe.errors import gpu_errors
 from batchscribe.longform import pcm_windows
@@ -55,25 +55,28 @@ class FasterWhisperEngine(Engine):
         local = weights.ct2_model_dir(opts.model, cache_dir)
         # A bare name other than the offline one goes to faster-whisper's own download and cache.
         source = str(local) if local else opts.model
-        logger.info("Loading faster-whisper %s (%s, %s) from %s", opts.model, opts.device, opts.compute_type, source)
-        self.model = WhisperModel(
-            source,
-            device=opts.device,
-            compute_type=opts.compute_type,
-            cpu_threads=cpu_threads(),
-            download_root=str(cache_dir / "models" / "faster-whisper"),
-        )
-        self._scheduler: WindowScheduler | None = None
-        self._scheduler_lock = threading.Lock()
-        self._queued = AudioBudget(QUEUED_AUDIO_S)
+        devices = opts.device_index  # one model copy each (on the CPU the copies share the cores)
+        shown = (opts.model, opts.device, ",".join(map(str, devices)), opts.compute_type, source)
+        logger.info("Loading faster-whisper %s (%s %s, %s) from %s", *shown)
+        models = [
+            WhisperModel(
+                source,
+                device=opts.device,
+                device_index=index if opts.device == "cuda" else 0,
+                compute_type=opts.compute_type,
+                cpu_threads=max(1, cpu_threads() // len(devices)),
+                download_root=str(cache_dir / "models" / "faster-whisper"),
+            )
+            for index in devices
+        ]
+        self.model = models[0]
+        self.pool = DevicePool(models, devices)
+        self._queued = AudioBudget(QUEUED_AUDIO_S * len(models))
 
     @property
     def scheduler(self) -> WindowScheduler:
-        """The model's window scheduler, started on first use."""
-        with self._scheduler_lock:
-            if self._scheduler is None:
-                self._scheduler = WindowScheduler(BatchDecoder(self.model))
-            return self._scheduler
+        """The first device's window scheduler, started on first use."""
+        return self.pool.scheduler(0)
 
     def effective_options(self, options: TranscribeOptions) -> TranscribeOptions:
         if options.batch_size > 1:  # scheduled windows are independent: nothing to condition on
@@ -83,17 +86,18 @@ class FasterWhisperEngine(Engine):
     def transcribe_file(self, path: Path, options: TranscribeOptions) -> FileTranscription:
         if options.batch_size <= 1:
             return super().transcribe_file(path, options)
-        with gpu_errors():
-            return self._scheduled(pcm_windows(path, STREAM_PART_S), options, path.name)
+        with gpu_errors(), self.pool.least_busy() as slot:  # the whole file on one device
+            return self._scheduled(pcm_windows(path, STREAM_PART_S), options, path.name, slot)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         """`audio` through the window scheduler, or faster-whisper's sequential decoder at batch size <= 1."""
         if options.batch_size <= 1:
             return self._sequential(audio, options)
-        return self._scheduled([(0.0, audio)], options, "audio").transcript
+        with self.pool.least_busy() as slot:
+            return self._scheduled([(0.0, audio)], options, "audio", slot).transcript
 
     def _scheduled(
-        self, parts: Iterable[tuple[float, np.ndarray]], options: TranscribeOptions, name: str
+        self, parts: Iterable[tuple[float, np.ndarray]], options: TranscribeOptions, name: str, slot: int
     ) -> FileTranscription:
         """Cut each (offset_s, samples) part into windows and queue them, a few parts ahead of the results."""
         job = FileJob(name=name, language=options.language)
@@ -106,7 +110,7 @@ class FasterWhisperEngine(Engine):
                 cut = speech_windows(samples, vad=options.vad_filter, offset_s=offset_s, first_index=windows)
                 windows += len(cut)
                 held.append(self._queued.acquire(sum(w.duration_s for w in cut)))
-                queued.append(self._submit(job, cut, options))
+                queued.append(self._submit(job, cut, options, self.pool.scheduler(slot)))
                 while len(queued) > PARTS_AHEAD:
                     results += [f.result() for f in queued.pop(0)]
                     self._queued.release(held.pop(0))
@@ -127,8 +131,10 @@ class FasterWhisperEngine(Engine):
             shared,
         )
 
-    def _submit(self, job: FileJob, windows: list, options: TranscribeOptions) -> list[Future]:
-        return self.scheduler.submit(
+    def _submit(
+        self, job: FileJob, windows: list, options: TranscribeOptions, scheduler: WindowScheduler
+    ) -> list[Future]:
+        return scheduler.submit(
             job,
             windows,
             task=options.task,
@@ -139,7 +145,7 @@ class FasterWhisperEngine(Engine):
         )
 
     def _sequential(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
-        """faster-whisper's sequential decoder over `audio` (the `batch_size` <= 1 path)."""
+        """faster-whisper's sequential decoder over `audio` (the `batch_size` <= 1 path), on the first device."""
         segments, info = self.model.transcribe(
             audio,
             language=options.language,

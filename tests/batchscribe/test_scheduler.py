@@ -10,6 +10,7 @@ import jiwer
 import numpy as np
 import pytest
 
+from batchscribe import scheduler as scheduler_module
 from batchscribe.audio import decode_audio
 from batchscribe.decoding import BatchDecoder
 from batchscribe.engines import load_engine
@@ -173,6 +174,43 @@ def test_out_of_memory_halves_the_batch(engine, audio, clips) -> None:
     assert any("out of memory at batch size" in w for job in jobs for w in job.warnings)
 
 
+class OutOfMemoryOnceDecoder(BatchDecoder):
+    """The real decoder on a device short of memory once: the first encode of more than one window fails
+    as CTranslate2 words it (a RuntimeError), and every later one fits (another process freed its memory)."""
+
+    failed = False
+
+    def encode(self, features):
+        if len(features) > 1 and not self.failed:
+            self.failed = True
+            raise RuntimeError("CUDA failed with error out of memory")
+        return super().encode(features)
+
+
+def test_the_batch_size_comes_back_after_full_batches_at_the_lowered_size(engine, audio, clips, monkeypatch) -> None:
+    monkeypatch.setattr(scheduler_module, "RAISE_AFTER_BATCHES", 2)
+    scheduler = WindowScheduler(OutOfMemoryOnceDecoder(engine.model), start=False)
+    jobs = [FileJob(f"f{i}", "en") for i in range(4)]
+    long = np.concatenate([audio["en2.mp3"], audio["en.wav"]])  # one window too long to share a row
+    windows = speech_windows(long, vad=True)
+    futures = [
+        scheduler.submit(
+            job, windows, task="transcribe", initial_prompt=None, beam_size=1, temperatures=(0.0,), batch_size=2
+        )
+        for job in jobs
+    ]
+    scheduler.start()
+    texts = ["".join(w.word for f in fs for w in f.result(timeout=300).words) for fs in futures]
+    # 2 failed, halved to 1: two full batches of 1, then the asked size again (and never above it).
+    assert scheduler.batch_sizes == [2, 1, 1, 2]
+    assert scheduler.batch_limit is None
+    reference = clips["en2.mp3"]["text"] + " " + clips["en.wav"]["text"]
+    assert all(wer(reference, t) < 0.15 for t in texts), texts
+    warned = [w for job in jobs for w in job.warnings]
+    assert "out of memory at batch size 2; batch size lowered to 1, 2 tried again after 2 full batches" in warned
+    assert not jobs[-1].warnings  # decoded after the size came back
+
+
 def test_word_times_are_on_the_file_clock(engine, audio) -> None:
     gap_s = 6.0
     samples = np.concatenate([np.zeros(int(16_000 * gap_s), np.float32), audio["en2.mp3"]])
@@ -198,7 +236,7 @@ class FailingDecoder(BatchDecoder):
         return super().decode(rows, languages, encoded, detected)
 
 
-def test_a_window_that_fails_fails_only_its_own_file(engine, audio, clips) -> None:
+def test_a_window_that_fails_fails_only_its_own_file(engine, audio, clips, caplog) -> None:
     scheduler = WindowScheduler(FailingDecoder(engine.model), start=False)
     good, bad = FileJob("good", "en"), FileJob("bad", "es")
     common = dict(initial_prompt=None, beam_size=5, temperatures=(0.0,), batch_size=8)
@@ -210,3 +248,7 @@ def test_a_window_that_fails_fails_only_its_own_file(engine, audio, clips) -> No
     with pytest.raises(ValueError, match="cannot decode"):
         bad_futures[0].result(timeout=300)
     assert scheduler.batch_sizes[0] == 2  # they shared a batch, which failed; then each was decoded alone
+    # The fallback is not silent: a warning names the error and both files, and each file's row carries it.
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("cannot decode this window" in m and "good" in m and "bad" in m for m in logged), logged
+    assert any("ValueError: cannot decode this window" in w and "decoded alone" in w for w in good.warnings)

@@ -79,9 +79,12 @@ def test_diarization_failure_fails_only_that_stage(prefect_server, cache_dir, tm
         diarize=DiarizeOptions(enabled=True),
         outputs=OutputOptions(formats=("txt", "rttm")),
     )
+    # Transcribed first without speakers; the later --diarize decodes the audio again for its speakers only.
+    transcribe_batch(request.model_copy(update={"diarize": DiarizeOptions(), "outputs": OutputOptions()}))
     batch = absolute_paths(transcribe_batch(request), tmp_path / "out")
     row = batch.set_index("relative_path").loc["meeting.mp3"]
     assert row["status"] == "ok"
+    assert not [p for p in (cache_dir / "audio").rglob("*") if p.is_file()]  # no decoded audio kept after either
     assert "diarization failed" in row["warning"] and "speaker model unavailable" in row["warning"]
     assert pd.isna(row["speakers"]) and pd.isna(row["rttm_path"])
     text = Path(row["txt_path"]).read_text()

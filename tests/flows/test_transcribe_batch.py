@@ -9,11 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from batchscribe.engines import load_engine
 from batchscribe.engines.faster import FasterWhisperEngine
 from batchscribe.manifest import COLUMNS, read_manifest
-from batchscribe.options import BatchRequest, OutputOptions
+from batchscribe.options import BatchRequest, OutputOptions, TranscribeOptions
 from flows.transcribe_batch import BatchFailed, transcribe_batch
 from tasks import audio as audio_module
+from tests.http_fixtures import RangeHandler, serve_folder
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -125,6 +127,58 @@ def test_rerun_transcribes_nothing_and_a_changed_file_only_itself(
     assert counters == {"transcribe": 4, "decode": 4}
     changed = third.set_index("relative_path").loc["es.mp3"]
     assert changed["language"] == "fr" and changed["sha256"] != first.set_index("relative_path").loc["es.mp3", "sha256"]
+
+
+def _cached_files(cache_dir: Path, folder: str) -> list[Path]:
+    return [p for p in (cache_dir / folder).rglob("*") if p.is_file()] if (cache_dir / folder).exists() else []
+
+
+def test_downloads_and_decoded_audio_are_evicted_once_each_file_has_its_row(
+    prefect_server, bad_media, cache_dir, tmp_path, counters
+) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(SPEECH / "en2.mp3", served / "en2.mp3")
+    shutil.copy(bad_media["text_as_mp3"], served / "notes.mp3")
+    shutil.copy(bad_media["truncated_mp3"], tmp_path / "truncated.mp3")
+    with serve_folder(served) as url:
+        inputs = [f"{url}/en2.mp3", f"{url}/notes.mp3", str(tmp_path / "truncated.mp3"), str(SPEECH / "es.mp3")]
+        request = BatchRequest(inputs=inputs, output=str(tmp_path / "out"), cache_dir=str(cache_dir))
+
+        state, first = run(request)
+        statuses = dict(zip(first["relative_path"].str.rsplit("/", n=1).str[-1], first["status"]))
+        assert state == "FAILED"
+        assert statuses == {"en2.mp3": "ok", "notes.mp3": "failed", "truncated.mp3": "ok", "es.mp3": "ok"}
+        # Finished or failed, nothing of these files is left but the two downloads' hash records.
+        assert _cached_files(cache_dir, "downloads") == [] and _cached_files(cache_dir, "audio") == []
+        assert len(_cached_files(cache_dir, "download-hashes")) == 2
+        assert counters == {"transcribe": 3, "decode": 4}
+
+        # The rerun: the finished remote file is known by its recorded hash (a metadata request, no
+        # download); the failed one downloads again and fails the same way; both are evicted again.
+        RangeHandler.hits.clear()
+        state, second = run(request)
+        assert state == "FAILED" and list(second["status"]) == list(first["status"])
+        assert counters == {"transcribe": 3, "decode": 5}
+        assert {path for path, _ in RangeHandler.hits} == {"/en2.mp3", "/notes.mp3"}
+        bodies = [path for path, byte_range in RangeHandler.hits if byte_range]
+        assert "/en2.mp3" not in bodies and "/notes.mp3" in bodies, RangeHandler.hits
+        assert _cached_files(cache_dir, "downloads") == [] and _cached_files(cache_dir, "audio") == []
+
+
+def test_two_devices_in_one_worker_share_the_batch(prefect_server, cache_dir, tmp_path, clips) -> None:
+    names = ("en.wav", "en2.mp3", "es.mp3", "fr.mp3")
+    options = TranscribeOptions(device="cpu", device_index=(0, 1))
+    request = BatchRequest(
+        inputs=[str(SPEECH / name) for name in names], output=str(tmp_path / "out"), cache_dir=str(cache_dir)
+    )
+    state, batch = run(request.model_copy(update={"transcribe": options}))
+
+    assert state == "COMPLETED" and sorted(batch["relative_path"].str.rsplit("/", n=1).str[-1]) == sorted(names)
+    engine = load_engine(options, cache_dir)  # the worker's engine: a model copy and a scheduler per device
+    assert engine.pool.dealt == [2, 2] and all(engine.pool.scheduler(slot).batch_sizes for slot in (0, 1))
+    languages = dict(zip(batch["relative_path"].str.rsplit("/", n=1).str[-1], batch["language"]))
+    assert languages == {name: clips[name]["language"] for name in names}
 
 
 def test_cli_exit_codes_and_summary(prefect_server, bad_media, cache_dir, tmp_path) -> None:

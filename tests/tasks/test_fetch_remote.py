@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from batchscribe import storage
-from batchscribe.downloads import stage_remote
+from batchscribe.downloads import evict, stage_remote
 from batchscribe.errors import InputError, is_transient
 from batchscribe.inputs import resolve_inputs
 from batchscribe.manifest import MANIFEST_CSV, MANIFEST_PARQUET, absolute_paths, read_manifest, write_manifest
-from batchscribe.media import InputItem
+from batchscribe.media import InputItem, StagedFile
 from tests.http_fixtures import RangeHandler as _Handler
 from tests.http_fixtures import serve_folder
 from tests.ipfs_fixtures import Dag, TrustlessGateway
@@ -45,6 +45,31 @@ def test_http_file_downloads_with_ranges_once_into_the_cache(http_server: str, t
     again = stage_remote(item, tmp_path / "downloads")
     assert again == staged
     assert all(rng == "" for _, rng in _Handler.hits[gets:])  # a rerun only asks for the size/ETag
+
+
+def test_an_evicted_download_is_known_by_its_recorded_hash_and_fetched_again_on_demand(
+    http_server: str, tmp_path: Path
+) -> None:
+    item = InputItem(f"{http_server}/talk.mp3", "talk.mp3")
+    downloads, hashes = tmp_path / "downloads", tmp_path / "hashes"
+    staged = stage_remote(item, downloads, hash_dir=hashes)
+    evict(staged, downloads)
+    assert not list(downloads.iterdir())  # the copy and its key folder are gone
+
+    gets = len(_Handler.hits)
+    known = stage_remote(item, downloads, hash_dir=hashes, fetch=False)
+    assert (known.sha256, known.size_bytes, known.present) == (staged.sha256, len(MEDIA), False)
+    assert all(rng == "" for _, rng in _Handler.hits[gets:])  # the size and ETag only, no byte of the body
+    fetched = stage_remote(item, downloads, hash_dir=hashes)
+    assert fetched.present and fetched.sha256 == staged.sha256 and Path(fetched.local_path).read_bytes() == MEDIA
+
+    local = tmp_path / "www" / "talk.mp3"
+    local.write_bytes(MEDIA[:-1])
+    changed = stage_remote(item, downloads, hash_dir=hashes, fetch=False)  # a new version: its own key
+    assert changed.present and changed.sha256 != staged.sha256
+
+    evict(StagedFile(str(local), "talk.mp3", str(local), staged.sha256, 1), downloads)
+    assert local.is_file()  # an input outside the downloads is never touched
 
 
 def test_http_404_is_a_permanent_clear_error(http_server: str, tmp_path: Path) -> None:
