@@ -66,7 +66,7 @@ def stage_remote(
     time, so a rerun finds the file already there and downloads nothing. IPFS content is verified against
     its CID. Network failures raise ConnectionError (retried); missing or bad content raises InputError.
     """
-    if urls.protocol(item.source) == "ipfs":
+    if item.location.protocol == "ipfs":
         from batchscribe import ipfs
 
         key = "ipfs-" + hashlib.sha256(item.source.removeprefix("ipfs://").encode()).hexdigest()[:32]

@@ -8,7 +8,6 @@ from pathlib import Path
 from prefect import task
 from prefect.context import TaskRunContext
 
-from batchscribe import urls
 from batchscribe.downloads import stage_local, stage_remote
 from batchscribe.errors import InputError
 from batchscribe.media import InputItem, StagedFile
@@ -36,7 +35,7 @@ def stage_input(
     """
     if item.error:
         raise InputError(item.error)
-    if urls.is_url(item.source):
+    if item.location.is_remote:
         staged = stage_remote(item, Path(cache_dir) / "downloads", storage_options, max_bytes)
     else:
         staged = stage_local(item, max_bytes)
