@@ -248,7 +248,7 @@ def compact(output_root: str | Path, storage_options: StorageOptions | None = No
         for part in parts:
             if part != target:
                 _remove(part, storage_options)
-    write_manifest(manifest, root, storage_options)
+    _write_view(manifest, root, storage_options)  # already normalized by _latest
     return manifest
 
 
@@ -322,8 +322,10 @@ def write_manifest(
 
     Returns the parquet path (a local path, or a URL when `output_root` is one).
     """
-    root = os.fspath(output_root)
-    manifest = normalize(manifest)
+    return _write_view(normalize(manifest), os.fspath(output_root), storage_options)
+
+
+def _write_view(manifest: pd.DataFrame, root: str, storage_options: StorageOptions | None) -> str:
     parquet = io.BytesIO()
     manifest.to_parquet(parquet, index=False)
     csv = manifest.to_csv(index=False).encode("utf-8")
