@@ -75,7 +75,7 @@ def stage_remote(
             ipfs.download(item.source, target, max_bytes=max_bytes, **ipfs_options(storage_options))
     else:
         target = _download_fsspec(item, download_dir, storage_options, max_bytes)
-    staged = stage_local(InputItem(str(target), item.relative_path))
+    staged = stage_local(InputItem(str(target), item.relative_path, location=urls.local(str(target))))
     return StagedFile(item.source, item.relative_path, staged.local_path, staged.sha256, staged.size_bytes)
 
 

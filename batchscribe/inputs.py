@@ -124,7 +124,7 @@ def resolve_inputs(
     for item in remote:
         items.setdefault(item.source, item)
     for source, file in found:
-        local = urls.Location(source, "file", source)  # a local path: no second look at whether it is a URL
+        local = urls.local(source)  # found on the disk (or named as a path): no second look at whether it is a URL
         if file is None:
             name = safe_relative(Path(source).name or "input")
             items.setdefault(source, InputItem(source, name, f"no media files found in {source}", local))

@@ -48,6 +48,11 @@ def parse(text: str) -> Location:
     return parse_url(text)
 
 
+def local(path: str) -> Location:
+    """`path`, known to be a local path (found on the disk), as a Location."""
+    return Location(path, "file", path)
+
+
 def parse_url(url: str) -> Location:
     """`url`, known to be a URL (it came from a listing of one), as a Location: no look at the local disk."""
     scheme, authority, rest = split(url)
