@@ -69,7 +69,6 @@ BENCH_PACKAGES = $$(cd bench && ../$(BIN)/python -c "import corpus; print(' '.jo
 ##   bench/language.py   language of short clips without a 30-s pass each
 ##   bench/joins.py      how much silence keeps words from bleeding across a join in a shared row
 ##   bench/ceiling.py    the whole flow with the model taken out: files a second, cached re-runs, database growth
-##   bench/pool.py       1,000 and 10,000 files with the model taken out: manifest flush cost, memory, database
 ##   bench/search.py     search over 1,000 files' segments
 ##   bench/diarize.py    DER, speaker count, x realtime, with and without --diarize
 bench: $(STAMP)
@@ -84,7 +83,6 @@ bench: $(STAMP)
 	$(BIN)/python bench/language.py
 	$(BIN)/python bench/joins.py
 	$(BIN)/python bench/ceiling.py
-	$(BIN)/python bench/pool.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/diarize.py
 
