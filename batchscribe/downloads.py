@@ -82,7 +82,7 @@ def stage_remote(
     verified against its CID. Network failures raise ConnectionError (retried); missing or bad content
     raises InputError.
     """
-    if urls.protocol(item.source) == "ipfs":
+    if item.location.protocol == "ipfs":
         from batchscribe import ipfs
 
         key = "ipfs-" + hashlib.sha256(item.source.removeprefix("ipfs://").encode()).hexdigest()[:32]
@@ -98,7 +98,7 @@ def stage_remote(
             return StagedFile(item.source, item.relative_path, str(target), *known)
         with _tidy(target):
             _download_fsspec(item, target, size, storage_options, max_bytes)
-    staged = stage_local(InputItem(str(target), item.relative_path))
+    staged = stage_local(InputItem(str(target), item.relative_path, location=urls.local(str(target))))
     if hash_dir is not None:
         with atomic_file(_record_path(hash_dir, key), durable=False) as record:  # a cache entry: rebuilt if lost
             record.write(f"{staged.sha256} {staged.size_bytes}\n".encode())

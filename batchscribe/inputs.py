@@ -102,7 +102,7 @@ def resolve_inputs(
     for raw in inputs:
         location = urls.parse(raw)
         if location.is_remote:
-            remote.extend(expand_url(raw, storage_options))
+            remote.extend(expand_url(location, storage_options))
             continue
         raw = location.path
         path = Path(raw).expanduser()
@@ -124,13 +124,14 @@ def resolve_inputs(
     for item in remote:
         items.setdefault(item.source, item)
     for source, file in found:
+        local = urls.local(source)  # found on the disk (or named as a path): no second look at whether it is a URL
         if file is None:
             name = safe_relative(Path(source).name or "input")
-            items.setdefault(source, InputItem(source, name, f"no media files found in {source}"))
+            items.setdefault(source, InputItem(source, name, f"no media files found in {source}", local))
         else:
             rel = safe_relative(file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name)
             error = "" if file.exists() or file.is_symlink() else f"file not found: {source}"
-            items.setdefault(source, InputItem(source, rel, error))
+            items.setdefault(source, InputItem(source, rel, error, local))
     return assign_keys(list(items.values()), relative_paths or {}, known or {})
 
 
@@ -148,13 +149,13 @@ def assign_keys(items: list[InputItem], pinned: Mapping[str, str], known: Mappin
         if item.source not in keys:
             keys[item.source] = _free_key(item, holders)
             holders[keys[item.source]] = urls.redact(item.source)
-    return [InputItem(item.source, keys[item.source], item.error) for item in items]
+    return [InputItem(item.source, keys[item.source], item.error, item.location) for item in items]
 
 
 def _free_key(item: InputItem, holders: Mapping[str, str]) -> str:
     recorded = urls.redact(item.source)
     candidates = [item.relative_path]
-    location = urls.parse(item.source)
+    location = item.location
     if not location.is_remote:  # more of the file's own path: 2024/a.mp3, data/2024/a.mp3, ...
         parts = Path(location.path).parts[1:]
         depth = len(item.relative_path.split("/"))
@@ -168,23 +169,26 @@ def _free_key(item: InputItem, holders: Mapping[str, str]) -> str:
     return f"{folder}/{tagged}" if folder else tagged
 
 
-def expand_url(url: str, storage_options: StorageOptions | None = None) -> list[InputItem]:
+def expand_url(url: str | urls.Location, storage_options: StorageOptions | None = None) -> list[InputItem]:
     """One item per media file a URL names; a URL that cannot be listed becomes one item carrying its error.
 
     Relative paths are the URL's host and path (`s3://bucket/a/x.mp3` -> `bucket/a/x.mp3`), and for IPFS
     the CID and the path inside it (`ipfs://CID/a/x.mp3` -> `CID/a/x.mp3`), so outputs mirror the source.
     """
+    location = url if isinstance(url, urls.Location) else urls.parse_url(url)
+    url = location.source
     for delay_s in (*LIST_RETRY_DELAYS_S, None):
         try:
-            if urls.parse(url).protocol == "ipfs":
+            if location.protocol == "ipfs":
                 return _expand_ipfs(url, storage_options)
-            return _expand_fsspec(url, storage_options)
+            return _expand_fsspec(location, storage_options)
         except Exception as e:  # noqa: BLE001 - any listing failure becomes that input's row
             from batchscribe.downloads import classify  # downloads imports this module
 
             error = classify(e, url, urls.redact(url))
             if delay_s is None or not is_transient(error):  # a 504 or a reset is tried again, like a download
-                return [InputItem(url, urls.relative_path(url), f"cannot list {urls.redact(url)}: {describe(e)}")]
+                reason = f"cannot list {urls.redact(url)}: {describe(e)}"
+                return [InputItem(url, urls.relative_path(location), reason, location)]
             time.sleep(delay_s)
     raise AssertionError("unreachable")
 
@@ -196,19 +200,27 @@ def _expand_ipfs(url: str, storage_options: StorageOptions | None) -> list[Input
     files = ipfs.list_files(url, **ipfs_options(storage_options))
     base = "/".join([str(root), *path])
     if len(files) == 1 and files[0].path == "":
-        return [InputItem(f"ipfs://{base}", safe_relative(base))]
+        return [_remote_item(f"ipfs://{base}", safe_relative(base))]
     items = [
-        InputItem(f"ipfs://{base}/{f.path}", safe_relative(f"{base}/{f.path}"), f.error)
+        _remote_item(f"ipfs://{base}/{f.path}", safe_relative(f"{base}/{f.path}"), f.error)
         for f in files
         if f.error
         or (PurePosixPath(f.path).suffix.lower() in MEDIA_EXTENSIONS and not f.path.split("/")[-1].startswith("."))
     ]
-    return items or [InputItem(url, safe_relative(base), f"no media files found in {urls.redact(url)}")]
+    return items or [_remote_item(url, safe_relative(base), f"no media files found in {urls.redact(url)}")]
 
 
-def _expand_fsspec(url: str, storage_options: StorageOptions | None) -> list[InputItem]:
-    if urls.parse(url).protocol in ("http", "https"):
-        return [InputItem(url, urls.relative_path(url))]  # a web server has no listing to trust
+def _remote_item(url: str, relative_path: str | None = None, error: str = "") -> InputItem:
+    """The item of a URL found by listing a remote location (a URL, whatever the local disk holds); its key
+    is `relative_path`, else the URL's own (`urls.relative_path`)."""
+    location = urls.parse_url(url)
+    return InputItem(url, relative_path or urls.relative_path(location), error, location)
+
+
+def _expand_fsspec(location: urls.Location, storage_options: StorageOptions | None) -> list[InputItem]:
+    url = location.source
+    if location.protocol in ("http", "https"):
+        return [InputItem(url, urls.relative_path(location), location=location)]  # a web server has no listing to trust
     fs, path = storage.filesystem(url, storage_options)
     if glob.has_magic(path):
         files = [p for p in fs.glob(path) if fs.isfile(p)]
@@ -220,9 +232,10 @@ def _expand_fsspec(url: str, storage_options: StorageOptions | None) -> list[Inp
             and not any(part.startswith(".") for part in PurePosixPath(p).relative_to(path.rstrip("/") or "/").parts)
         ]
     else:
-        return [InputItem(url, urls.relative_path(url))]
-    items = [InputItem(u, urls.relative_path(u)) for u in (fs.unstrip_protocol(p) for p in sorted(files))]
-    return items or [InputItem(url, urls.relative_path(url), f"no media files found in {urls.redact(url)}")]
+        return [InputItem(url, urls.relative_path(location), location=location)]
+    items = [_remote_item(fs.unstrip_protocol(p)) for p in sorted(files)]
+    empty = f"no media files found in {urls.redact(url)}"
+    return items or [InputItem(url, urls.relative_path(location), empty, location)]
 
 
 def ipfs_options(storage_options: StorageOptions | None) -> dict[str, str | None]:

@@ -204,9 +204,12 @@ def append_rows(
     """Write `rows` as one new part of the output's manifest dataset; its path (None for no rows)."""
     if not rows:
         return None
-    root = os.fspath(output_root)
+    return _append_part(os.fspath(output_root), _parquet_bytes(normalize(rows)), storage_options)
+
+
+def _append_part(root: str, data: bytes, storage_options: StorageOptions | None) -> str:
     path = storage.join(root, DATASET, _part_name())
-    _write(path, _parquet_bytes(normalize(rows)), storage_options)
+    _write(path, data, storage_options)
     return path
 
 
@@ -245,7 +248,7 @@ def compact(output_root: str | Path, storage_options: StorageOptions | None = No
         for part in parts:
             if part != target:
                 _remove(part, storage_options)
-    write_manifest(manifest, root, storage_options)
+    _write_view(manifest, root, storage_options)  # already normalized by _latest
     return manifest
 
 
@@ -319,8 +322,10 @@ def write_manifest(
 
     Returns the parquet path (a local path, or a URL when `output_root` is one).
     """
-    root = os.fspath(output_root)
-    manifest = normalize(manifest)
+    return _write_view(normalize(manifest), os.fspath(output_root), storage_options)
+
+
+def _write_view(manifest: pd.DataFrame, root: str, storage_options: StorageOptions | None) -> str:
     parquet = io.BytesIO()
     manifest.to_parquet(parquet, index=False)
     csv = manifest.to_csv(index=False).encode("utf-8")
@@ -341,7 +346,8 @@ class ManifestWriter:
     (stretched to `cost_factor` times the last flush's own duration), and always on `close()`. A flush
     writes only its own rows, so its cost does not grow with the manifest. A worker killed between
     flushes loses at most those buffered rows from the manifest, never their work: the re-run finds them
-    in the cache.
+    in the cache. The writer keeps its parts' parquet bytes (compressed, a few hundred bytes a row, not
+    the rows themselves) so that `written()` gives its rows back at the end.
     """
 
     def __init__(
@@ -357,6 +363,7 @@ class ManifestWriter:
         self.min_interval_s = min_interval_s
         self.cost_factor = cost_factor
         self.pending: list[dict[str, Any]] = []
+        self.parts: list[bytes] = []  # every part this writer appended, as written
         self.flushes = 0
         self.flush_s: list[float] = []  # each flush's duration
         self._next_flush = 0.0  # monotonic time; the first row flushes at once
@@ -376,12 +383,20 @@ class ManifestWriter:
         started = time.monotonic()
         if self.flushes == 0:
             adopt_view(self.output_root, self.storage_options)
-        append_rows(self.output_root, self.pending, self.storage_options)
+        data = _parquet_bytes(normalize(self.pending))
+        _append_part(self.output_root, data, self.storage_options)
+        self.parts.append(data)
         self.pending = []
         self.flushes += 1
         finished = time.monotonic()
         self.flush_s.append(finished - started)
         self._next_flush = finished + max(self.min_interval_s, self.cost_factor * (finished - started))
+
+    def written(self) -> pd.DataFrame:
+        """Every row this writer has flushed, in the order they were added (COLUMNS, normalized)."""
+        if not self.parts:
+            return empty_manifest()
+        return normalize(pd.concat([pd.read_parquet(io.BytesIO(data)) for data in self.parts], ignore_index=True))
 
     def close(self) -> None:
         """Flush, then compact the dataset and rewrite the manifest.parquet/.csv view."""

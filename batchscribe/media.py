@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchscribe import urls
+from batchscribe.urls import Location
+
 
 @dataclass(frozen=True)
 class InputItem:
@@ -13,6 +16,12 @@ class InputItem:
     source: str  # what the user named (an absolute local path or a URL)
     relative_path: str  # where its outputs go under the output root (posix, never escapes it)
     error: str = ""  # set when the input could not even be listed (a missing path, an empty folder)
+    # The source parsed once (urls.parse when not given): every stage reads its protocol from here.
+    location: Location = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.location is None:
+            object.__setattr__(self, "location", urls.parse(self.source))
 
 
 @dataclass(frozen=True)

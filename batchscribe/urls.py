@@ -45,9 +45,19 @@ def parse(text: str) -> Location:
     """`text` (a local path, a `file://` URL or any URL) as a Location."""
     if not is_url(text):
         return Location(text, "file", local_path(text))
-    scheme, authority, rest = split(text)
+    return parse_url(text)
+
+
+def local(path: str) -> Location:
+    """`path`, known to be a local path (found on the disk), as a Location."""
+    return Location(path, "file", path)
+
+
+def parse_url(url: str) -> Location:
+    """`url`, known to be a URL (it came from a listing of one), as a Location: no look at the local disk."""
+    scheme, authority, rest = split(url)
     path, _, query = rest.partition("?")
-    return Location(text, scheme, path, authority, query)
+    return Location(url, scheme, path, authority, query)
 
 
 def split(url: str) -> tuple[str, str, str]:
@@ -84,14 +94,14 @@ def redact(url: str) -> str:
     return f"{url.partition('://')[0]}://***@{authority.rsplit('@', 1)[1]}{path}"
 
 
-def relative_path(url: str) -> str:
+def relative_path(url: str | Location) -> str:
     """Where a URL's outputs go under the output root: host and path, no credentials, and its query's tag.
 
     `s3://bucket/a/x.mp3` -> `bucket/a/x.mp3`; `https://u:p@host/x.mp3?sig=1` -> `host/x.mp3` (a signing
     parameter names no content); `https://host/get.mp3?id=2` -> `host/get~id=2.mp3`, so links that differ in
     what their query asks for never share a key.
     """
-    location = parse(url)
+    location = url if isinstance(url, Location) else parse(url)
     host = location.authority.rsplit("@", 1)[-1]
     relative = safe_relative((host + location.path).rstrip("/") or "input")
     tag = query_tag(location.query)

@@ -92,8 +92,8 @@ class FilePipeline:
 
     def for_item(self, item: InputItem) -> FilePipeline:
         """This pipeline with `item`'s own options (language, initial_prompt, num_speakers) applied."""
-        key, found = source_key(item.source), {}
-        sep = "/" if urls.is_url(key) else os.sep
+        key, found = source_key(item.location), {}
+        sep = "/" if item.location.is_remote else os.sep
         parts = key.split(sep)
         for depth in range(1, len(parts) + 1):  # a folder's options, then a deeper one's, then the file's
             found.update(self.file_options.get(sep.join(parts[:depth]), {}))
@@ -266,6 +266,7 @@ def _transcribed_columns(result: TranscribeResult, transcript: Transcript, attem
     )
 
 
-def source_key(source: str) -> str:
+def source_key(source: str | urls.Location) -> str:
     """A source as per-file options name it: a URL as is, a local path made absolute and real."""
-    return source if urls.is_url(source) else os.path.realpath(os.path.expanduser(source))
+    location = source if isinstance(source, urls.Location) else urls.parse(source)
+    return location.source if location.is_remote else os.path.realpath(os.path.expanduser(location.source))

@@ -19,7 +19,7 @@ from batchscribe.errors import STATUS_OK, FileCancelledError, row_error
 from batchscribe.inputs import read_input_rows, resolve_inputs
 from batchscribe.locks import locked_cache_policy
 from batchscribe.malloc import limit_malloc_arenas
-from batchscribe.manifest import KEY, ManifestWriter, artifact_records, known_keys, normalize, read_manifest
+from batchscribe.manifest import KEY, ManifestWriter, artifact_records, known_keys, read_manifest
 from batchscribe.media import InputItem
 from batchscribe.options import BatchRequest, TranscribeOptions
 from batchscribe.result_cache import ResultCache
@@ -77,7 +77,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     progress.batch_started(len(items))
     pipeline = file_pipeline(request, options, output_root, [item.relative_path for item in items], file_options)
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
-    rows: list[dict[str, Any]] = []
+    done = 0  # files reported; their rows are kept by the manifest writer only (compressed), not here
     run_state = RunStateWriter(output_root, len(items), request.storage_options)  # `batchscribe status` reads it
     finished: queue.Queue[dict[str, Any]] = queue.Queue()
     in_flight: dict[str, InputItem] = {}  # files a group has started and not yet reported, by key
@@ -89,22 +89,22 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
             futures = [
                 pool.submit(copy_context().run, run_group, group, pipeline, finished.put, in_flight) for group in groups
             ]
-            while len(rows) < len(items):
+            while done < len(items):
                 row = _next_row(finished, futures, in_flight)
                 if row is None:  # every group reported each of its files, or the batch was cancelled
                     break
-                rows.append(row)
+                done += 1
                 progress.file_finished(row)
-                flushed = manifest.add(row) or len(rows) == len(items)
+                flushed = manifest.add(row) or done == len(items)
                 audio_s = row.get("duration_s") if row.get("status") == STATUS_OK else None
                 run_state.file_finished(audio_s, write=flushed)
                 if flushed:  # the UI's progress moves with the manifest
-                    update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(rows) / len(items))
+                    update_progress_artifact(artifact_id=progress_id, progress=100.0 * done / len(items))
     finally:
         pool.shutdown(wait=not cancel.requested(), cancel_futures=True)
         run_state.finish()
 
-    batch = normalize(rows).sort_values(KEY, kind="stable").reset_index(drop=True)
+    batch = manifest.written().sort_values(KEY, kind="stable").reset_index(drop=True)
     create_table_artifact(
         key="batchscribe-manifest",
         table=artifact_records(batch, ARTIFACT_ROWS),

@@ -8,7 +8,6 @@ from pathlib import Path
 from prefect import task
 from prefect.context import TaskRunContext
 
-from batchscribe import urls
 from batchscribe.downloads import DOWNLOADS_DIR, HASHES_DIR, stage_local, stage_remote
 from batchscribe.errors import InputError
 from batchscribe.media import InputItem, StagedFile
@@ -39,7 +38,7 @@ def stage_input(
     """
     if item.error:
         raise InputError(item.error)
-    if urls.is_url(item.source):
+    if item.location.is_remote:
         cache = Path(cache_dir)
         downloads, hashes = cache / DOWNLOADS_DIR, cache / HASHES_DIR
         staged = stage_remote(item, downloads, storage_options, max_bytes, hash_dir=hashes, fetch=fetch)

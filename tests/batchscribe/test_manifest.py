@@ -83,6 +83,22 @@ def test_writer_flushes_the_first_row_at_once_then_batches_and_loses_nothing(tmp
     assert list(back["relative_path"]) == ["a.mp3", "b.mp3", "c.mp3"] and writer.flushes == 2
 
 
+def test_writer_gives_back_its_own_rows_as_written(tmp_path: Path) -> None:
+    from batchscribe.manifest import ManifestWriter, append_rows, normalize
+
+    append_rows(tmp_path, [{"relative_path": "earlier.mp3", "status": "ok"}])  # another run's row: not ours
+    rows = [
+        {"relative_path": "b.mp3", "status": "failed", "error": "x", "started_at": pd.Timestamp("2026-01-01T00:00Z")},
+        {"relative_path": "a.mp3", "status": "ok", "duration_s": 1.5, "attempts": 2},
+    ]
+    with ManifestWriter(tmp_path, min_interval_s=0.0, cost_factor=0.0) as writer:
+        assert writer.written().empty
+        for row in rows:
+            writer.add(row)
+    assert writer.flushes == 2 and len(writer.parts) == 2
+    pd.testing.assert_frame_equal(writer.written(), normalize(rows))  # in the order added, COLUMNS' dtypes
+
+
 def test_two_batches_writing_one_folder_lose_no_rows(tmp_path: Path) -> None:
     import multiprocessing
 

@@ -1,22 +1,27 @@
 """The production shape on one machine: three workers, each in its own UTS and PID namespace (its own
-hostname, as containers and pods have), share a cache folder and an output folder; one is SIGKILLed while
-it holds a file's lease. The others take the lease over once it lapses and finish the batch."""
+hostname, as containers and pods have), share a cache folder and an output (a folder, or a bucket on a
+local S3 server); one is SIGKILLed while it holds a file's lease. The others take the lease over once it
+lapses and finish the batch."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from batchscribe import storage
 from batchscribe.manifest import DATASET, read_manifest
 from tests.conftest import ffmpeg
+from tests.s3_fixtures import environment, moto_s3
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 CLIPS = ("en2.mp3", "es.mp3", "de.mp3", "fr.mp3", "en.wav", "en2.mp3")
@@ -37,15 +42,33 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_a_killed_worker_never_stalls_the_others(prefect_server, cache_dir, tmp_path) -> None:
-    inbox, out = tmp_path / "inbox", tmp_path / "out"
+@pytest.fixture(params=["folder", "s3"])
+def output(request, tmp_path) -> Iterator[tuple[str, dict, dict[str, str]]]:
+    """The shared output: its location, the storage options that reach it, and the workers' environment."""
+    if request.param == "folder":
+        yield str(tmp_path / "out"), {}, {}
+        return
+    with moto_s3("out") as options:
+        yield "s3://out/batch", options, environment(options)
+
+
+def manifest_parts(out: str, options: dict) -> pd.DataFrame:
+    """Every row of every part file left in the output's manifest dataset."""
+    folder = storage.join(out, DATASET)
+    fs, inner = storage.filesystem(folder, options)
+    return pd.concat([pd.read_parquet(io.BytesIO(fs.cat_file(p))) for p in sorted(fs.ls(inner, detail=False))])
+
+
+def test_a_killed_worker_never_stalls_the_others(prefect_server, cache_dir, tmp_path, output) -> None:
+    out, options, out_env = output
+    inbox = tmp_path / "inbox"
     inbox.mkdir()
     for i, clip in enumerate(CLIPS):  # distinct files: each its own cache key
         delayed = f"adelay={150 * (i + 1)}"
         ffmpeg("-i", f"file:{SPEECH / clip}", "-af", delayed, "-ac", "1", f"file:{inbox / f'{i}.mp3'}")
-    run = [sys.executable, "-m", "flows.cli", "run", str(inbox), "-o", str(out), "-f", "txt", "--no-progress"]
+    run = [sys.executable, "-m", "flows.cli", "run", str(inbox), "-o", out, "-f", "txt", "--no-progress"]
     run += ["--cache-dir", str(cache_dir), "--workers", "1"]
-    env = {**os.environ, "BATCHSCRIBE_LEASE_S": str(LEASE_S)}
+    env = {**os.environ, **out_env, "BATCHSCRIBE_LEASE_S": str(LEASE_S)}
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in WORKERS}
 
     def start(name: str) -> subprocess.Popen:
@@ -75,11 +98,11 @@ def test_a_killed_worker_never_stalls_the_others(prefect_server, cache_dir, tmp_
     for name in ("pod-b", "pod-c"):
         assert workers[name].wait(timeout=600) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
     after_kill_s = time.monotonic() - killed
-    manifest = read_manifest(out)
+    manifest = read_manifest(out, options)
     assert sorted(manifest["relative_path"]) == sorted(f"{i}.mp3" for i in range(len(CLIPS)))
     assert set(manifest["status"]) == {"ok"}
     assert not list((cache_dir / "locks").glob("*.lock"))  # the dead holder's lease was taken over and released
     # Every file was transcribed once: every row any worker wrote for it carries the same transcription run.
-    parts = pd.concat([pd.read_parquet(p) for p in sorted((out / DATASET).iterdir())])
+    parts = manifest_parts(out, options)
     assert (parts.groupby("relative_path")["finished_at"].nunique() == 1).all()
-    print(f"\nfault injection: survivors finished {after_kill_s:.1f} s after pod-a was killed (lease {LEASE_S} s)")
+    print(f"\nfault injection ({out}): survivors finished {after_kill_s:.1f} s after pod-a's kill (lease {LEASE_S} s)")

@@ -145,3 +145,25 @@ def test_adding_an_input_root_later_never_rekeys_files_already_in_the_manifest(t
     # Alone, the second root's a.mp3 would take "a.mp3": it is another source's, so it gets more of its path.
     [later] = resolve_inputs([str(tmp_path / "data" / "2024")], known=known)
     assert later.relative_path == "2024/a.mp3"
+
+
+def test_each_input_is_parsed_once_and_staged_by_its_location(tmp_path: Path, monkeypatch) -> None:
+    import fsspec
+
+    from batchscribe import urls
+    from tasks.fetch import stage_input
+
+    fsspec.filesystem("memory").pipe({"/parsed-once/talk.mp3": b"remote bytes"})
+    file = touch(tmp_path / "in" / "a.mp3", b"local bytes")
+    remote, local = resolve_inputs([str(tmp_path / "in"), "memory://parsed-once/"])
+    assert local.location == urls.Location(str(file), "file", str(file))
+    assert (remote.location.protocol, remote.location.path) == ("memory", "/parsed-once/talk.mp3")
+
+    def parsed_again(text: str) -> None:
+        raise AssertionError(f"{text} parsed again")
+
+    monkeypatch.setattr(urls, "parse", parsed_again)
+    monkeypatch.setattr(urls, "is_url", parsed_again)
+    cache = str(tmp_path / "cache")
+    assert Path(stage_input.fn(local, cache).local_path).read_bytes() == b"local bytes"
+    assert Path(stage_input.fn(remote, cache).local_path).read_bytes() == b"remote bytes"
