@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,7 +15,9 @@ REGION = "eu-west-1"
 
 @contextmanager
 def moto_s3(*buckets: str) -> Iterator[dict[str, dict[str, Any]]]:
-    """A moto server with `buckets` created; yields the `storage_options` that reach it.
+    """A moto server with `buckets` created and nothing else; yields the `storage_options` that reach it.
+
+    moto keeps its buckets in the process, shared by every server it starts: the state is reset first.
 
     `environment(options)` gives the same settings as the environment a CLI process reads (botocore's).
     """
@@ -23,6 +26,8 @@ def moto_s3(*buckets: str) -> Iterator[dict[str, dict[str, Any]]]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    reset = urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=30).close()
     options = {
         "s3": {
             "endpoint_url": f"http://{host}:{port}",

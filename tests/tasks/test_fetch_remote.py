@@ -19,6 +19,7 @@ from batchscribe.media import InputItem, StagedFile
 from tests.http_fixtures import RangeHandler as _Handler
 from tests.http_fixtures import serve_folder
 from tests.ipfs_fixtures import Dag, TrustlessGateway
+from tests.s3_fixtures import moto_s3
 
 MEDIA = bytes(range(256)) * 4000  # ~1 MiB: several range requests at fsspec's block size
 
@@ -181,26 +182,10 @@ def test_memory_folder_expands_to_media_and_outputs_round_trip(tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[dict[str, dict]]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {
-        "s3": {
-            "endpoint_url": f"http://{host}:{port}",
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"region_name": "eu-west-1"},
-            "skip_instance_cache": True,
-        }
-    }
-    fs, _ = storage.filesystem("s3://media", options)
-    fs.mkdir("media")
-    fs.pipe({"media/talks/a/talk.mp3": MEDIA, "media/talks/b.wav": b"RIFF", "media/talks/readme.md": b"#"})
-    fs.mkdir("out")
-    yield options
-    server.stop()
+    with moto_s3("media", "out") as options:
+        fs, _ = storage.filesystem("s3://media", options)
+        fs.pipe({"media/talks/a/talk.mp3": MEDIA, "media/talks/b.wav": b"RIFF", "media/talks/readme.md": b"#"})
+        yield options
 
 
 def test_s3_prefix_expands_stages_once_and_outputs_write_back(s3: dict, tmp_path: Path) -> None:
