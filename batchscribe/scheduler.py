@@ -244,10 +244,9 @@ class WindowScheduler:
                 raise
             self.batch_limit = limit = max(1, len(rows) // 2)
             self._ooms, self._fitted = self._ooms + 1, 0
-            again = RAISE_AFTER_BATCHES << (self._ooms - 1)
             message = (
                 f"out of memory at batch size {len(rows)}; batch size lowered to {limit}, "
-                f"{len(rows)} tried again after {again} full batches"
+                f"{len(rows)} tried again after {self._raise_after} full batches"
             )
             logger.warning("%s (%s)", message, error)
             for job in {id(i.job): i.job for i in batch}.values():
@@ -261,7 +260,7 @@ class WindowScheduler:
         limit = self.batch_limit
         if limit is not None and self.batch_sizes[-1] >= limit:
             self._fitted += 1
-            if self._fitted >= RAISE_AFTER_BATCHES << (self._ooms - 1):
+            if self._fitted >= self._raise_after:
                 asked = batch[0].key.batch_size
                 self.batch_limit = None if limit * 2 >= asked else limit * 2
                 self._fitted = 0
@@ -269,9 +268,14 @@ class WindowScheduler:
                     "batch size raised from %d to %d after %d full batches without running out of memory",
                     limit,
                     min(limit * 2, asked),
-                    RAISE_AFTER_BATCHES << (self._ooms - 1),
+                    self._raise_after,
                 )
         return results
+
+    @property
+    def _raise_after(self) -> int:
+        """Full batches at a lowered limit before it is raised: RAISE_AFTER_BATCHES, doubled per out-of-memory."""
+        return RAISE_AFTER_BATCHES << max(self._ooms - 1, 0)
 
     def _decode(self, batch: list[_Item]) -> list[RowResult]:
         self._detect_clips(batch)
