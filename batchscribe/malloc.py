@@ -1,9 +1,13 @@
-"""Keep glibc's per-thread malloc arenas from inflating a multi-threaded batch's memory.
+"""Keep the allocators' per-thread caches from inflating a multi-threaded batch's memory.
 
 glibc gives each thread that allocates its own arena (up to 8 per core), and freed memory stays cached in
 each. The flow's worker threads, Prefect's event-loop threads and the engines' threads measured 1.75 GB
 peak RSS on a 13-minute file, against 1.2 GB for the bare engine loop; two arenas brought it to 1.27-1.32 GB
 (bench/speed.py corpus, README "Performance") at no measurable cost in speed.
+
+pyarrow allocates through its bundled mimalloc by default, which kept what the manifest and segment
+writers' parquet buffers freed (built in the flow's thread and in every worker's): the flow's memory grew
+~4 KB a file done (bench/pool.py, docs/performance-pool.md). Through glibc's malloc it stays flat.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import sys
 
 M_ARENA_MAX = -8  # from glibc's malloc.h
 DEFAULT_ARENAS = 2
@@ -41,3 +46,13 @@ def release_free_memory() -> bool:
         return bool(ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+def arrow_uses_malloc() -> bool:
+    """Make pyarrow allocate through the system's malloc unless ARROW_DEFAULT_MEMORY_POOL is set; True when
+    applied. pyarrow reads that variable once, when it loads: `batchscribe` calls this on import, before
+    pandas (which loads pyarrow); where pyarrow was loaded first, the Docker image sets the variable."""
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return False  # the user's own choice
+    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"  # for this process and the ffmpeg/engine children alike
+    return "pyarrow" not in sys.modules

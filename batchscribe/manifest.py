@@ -346,8 +346,8 @@ class ManifestWriter:
     (stretched to `cost_factor` times the last flush's own duration), and always on `close()`. A flush
     writes only its own rows, so its cost does not grow with the manifest. A worker killed between
     flushes loses at most those buffered rows from the manifest, never their work: the re-run finds them
-    in the cache. The writer keeps its parts' parquet bytes (compressed, a few hundred bytes a row, not
-    the rows themselves) so that `written()` gives its rows back at the end.
+    in the cache. Past a flush the writer keeps only the set of its rows' keys (the key strings themselves
+    belong to the caller's rows), so that `written()` reads its rows back from the manifest at the end.
     """
 
     def __init__(
@@ -363,14 +363,15 @@ class ManifestWriter:
         self.min_interval_s = min_interval_s
         self.cost_factor = cost_factor
         self.pending: list[dict[str, Any]] = []
-        self.parts: list[bytes] = []  # every part this writer appended, as written
+        self.keys: set[str] = set()  # the key of every row added
+        self._compacted: pd.DataFrame | None = None  # the manifest as `close()` compacted it, until `written()`
         self.flushes = 0
-        self.flush_s: list[float] = []  # each flush's duration
         self._next_flush = 0.0  # monotonic time; the first row flushes at once
 
     def add(self, row: dict[str, Any]) -> bool:
         """Buffer `row`; returns True when this call flushed the manifest."""
         self.pending.append(row)
+        self.keys.add(row[KEY])
         if time.monotonic() < self._next_flush:
             return False
         self.flush()
@@ -383,26 +384,30 @@ class ManifestWriter:
         started = time.monotonic()
         if self.flushes == 0:
             adopt_view(self.output_root, self.storage_options)
-        data = _parquet_bytes(normalize(self.pending))
-        _append_part(self.output_root, data, self.storage_options)
-        self.parts.append(data)
+        _append_part(self.output_root, _parquet_bytes(normalize(self.pending)), self.storage_options)
         self.pending = []
         self.flushes += 1
         finished = time.monotonic()
-        self.flush_s.append(finished - started)
         self._next_flush = finished + max(self.min_interval_s, self.cost_factor * (finished - started))
 
     def written(self) -> pd.DataFrame:
-        """Every row this writer has flushed, in the order they were added (COLUMNS, normalized)."""
-        if not self.parts:
+        """The manifest's rows for the keys of the rows this writer flushed (the latest row per key), by key.
+
+        After `close()`, taken from the manifest it compacted (handed over once); before, read from the dataset.
+        """
+        if not self.flushes:
             return empty_manifest()
-        return normalize(pd.concat([pd.read_parquet(io.BytesIO(data)) for data in self.parts], ignore_index=True))
+        manifest, self._compacted = self._compacted, None
+        if manifest is None:
+            manifest = read_dataset(self.output_root, self.storage_options)
+        ours = manifest[KEY].isin(self.keys)
+        return manifest if ours.all() else manifest[ours].reset_index(drop=True)
 
     def close(self) -> None:
         """Flush, then compact the dataset and rewrite the manifest.parquet/.csv view."""
         self.flush()
         if self.flushes:
-            compact(self.output_root, self.storage_options)
+            self._compacted = compact(self.output_root, self.storage_options)
 
     def __enter__(self) -> ManifestWriter:
         return self

@@ -13,6 +13,11 @@ every file has its own content hash (nothing is a cache hit). Per size it prints
 - the Prefect database's growth in bytes per file (its SQLite files, a few seconds after the run).
 
 The target: all of them flat as the files grow.
+
+`BATCHSCRIBE_POOL_TRACE=1000,4000` (files done) makes each run also say what grew between those points:
+the `tracemalloc` allocations that grew most, by traceback, the live objects by type, and glibc's and
+pyarrow's allocators (slower: tracemalloc traces every allocation). It prints them and writes
+`<out>/trace-<files>.txt`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ CLIP_S = (0.5, 1.0)
 FILES_PER_FOLDER = 100
 CHECKPOINT_FILES = 1000  # RSS and flush cost are reported per this many files
 DB_SETTLE_S = 5.0  # the server writes a run's events a little after the flow returns
+TRACE_ENV = "BATCHSCRIBE_POOL_TRACE"
+TRACE_FRAMES = 12
+TRACE_TOP = 25
 
 
 def base_clips(dest: Path) -> list[bytes]:
@@ -74,24 +82,151 @@ def rss_kib(field: str = "VmRSS") -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+class Tracer:
+    """Snapshots of the flow process at given files done, and what grew between the first and the last."""
+
+    def __init__(self, at: list[int]) -> None:
+        import tracemalloc
+
+        self.at = sorted(at)
+        self.points: list[dict] = []
+        tracemalloc.start(TRACE_FRAMES)
+
+    def maybe(self, done: int) -> None:
+        if done in self.at:
+            self.points.append(self.snapshot(done))
+
+    @staticmethod
+    def snapshot(done: int) -> dict:
+        import collections
+        import gc
+        import tracemalloc
+
+        gc.collect()
+        types = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        return {
+            "done": done,
+            "rss_kib": rss_kib(),
+            "traced": tracemalloc.get_traced_memory()[0],
+            "types": types,
+            "snapshot": tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)]),
+            **allocators(),
+        }
+
+    def report(self) -> str:
+        if len(self.points) < 2:
+            return f"trace: {len(self.points)} of {self.at} points reached"
+        a, b = self.points[0], self.points[-1]
+        files = b["done"] - a["done"]
+        lines = [f"trace: {a['done']} -> {b['done']} files ({files})"]
+        for key in (
+            "rss_kib",
+            "rss_anon",
+            "traced",
+            "glibc_in_use",
+            "glibc_free",
+            "glibc_mmap",
+            "arrow_allocated",
+            "arrow_peak",
+        ):
+            unit = 1024 if key == "rss_kib" else 1
+            delta = (b[key] - a[key]) * unit
+            lines.append(
+                f"  {key}: {a[key] * unit / 2**20:.1f} -> {b[key] * unit / 2**20:.1f} MiB, {delta / files:.0f} B/file"
+            )
+        lines.append("  live objects by type, growth per 1,000 files:")
+        grown = {t: b["types"][t] - a["types"].get(t, 0) for t in b["types"]}
+        for name, n in sorted(grown.items(), key=lambda kv: -kv[1])[:TRACE_TOP]:
+            lines.append(f"    {name}: +{n * 1000 / files:.0f} ({b['types'][name]} live)")
+        lines.append("  allocations that grew most, by traceback:")
+        for stat in b["snapshot"].compare_to(a["snapshot"], "traceback")[:TRACE_TOP]:
+            lines.append(
+                f"    {stat.size_diff / files:+.0f} B/file, {stat.count_diff:+d} blocks, {stat.size / 2**20:.2f} MiB"
+            )
+            lines += [
+                f"      {line.strip()}"
+                for line in stat.traceback.format(limit=TRACE_FRAMES, most_recent_first=True)[::2]
+            ]
+        return "\n".join(lines)
+
+
+def allocators() -> dict:
+    """Bytes glibc's malloc holds (in use, free, mmapped: mallinfo2), pyarrow's pool (allocated, peak), and
+    the thousands of blocks Python's own allocator holds."""
+    import ctypes
+    import ctypes.util
+
+    import pyarrow as pa
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks")] + [
+            (n, ctypes.c_size_t) for n in ("fsmblks", "uordblks", "fordblks", "keepcost")
+        ]
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    pool = pa.default_memory_pool()
+    return {
+        "glibc_in_use": info.uordblks,
+        "glibc_free": info.fordblks,
+        "glibc_mmap": info.hblkhd,
+        "arrow_allocated": pool.bytes_allocated(),
+        "arrow_peak": pool.max_memory(),
+        "python_blocks": sys.getallocatedblocks() // 1000,
+        "rss_anon": rss_kib("RssAnon") * 1024,  # the heaps: RSS less the mapped files (code, libraries)
+        **anon_mappings(),
+        "threads": threading.active_count(),
+    }
+
+
+def anon_mappings() -> dict:
+    """Resident bytes of the anonymous mappings by what their size says they are (/proc/self/smaps): the
+    main heap, 1 MiB ones (Python's arenas), 8 MiB ones (thread stacks, less their guard page), the rest
+    (glibc's thread arenas, pyarrow's mimalloc, merged neighbours)."""
+    found = dict.fromkeys(["anon_heap", "anon_1mib", "anon_8mib", "anon_other"], 0)
+    kind = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            path, size = (fields[5] if len(fields) > 5 else ""), end - start
+            kind = None
+            if fields[4] == "0" and path == "[heap]":
+                kind = "anon_heap"
+            elif fields[4] == "0" and not path:
+                kind = {1 << 20: "anon_1mib"}.get(
+                    size, "anon_8mib" if (8 << 20) - (64 << 10) <= size <= 8 << 20 else "anon_other"
+                )
+        elif fields[0] == "Rss:" and kind:
+            found[kind] += int(fields[1]) * 1024
+    return found
+
+
 class Recorder:
     """Told of each finished file (`batchscribe.progress`) and each manifest flush: RSS and flush cost by files done."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracer: Tracer | None = None) -> None:
+        self.tracer = tracer
         self.done = 0
         self.rss_at: dict[int, int] = {}  # files done -> RSS KiB
+        self.alloc_at: dict[int, dict] = {}  # files done -> allocators()
         self.flushes: list[tuple[int, int, float]] = []  # (files done, rows in the flush, seconds)
         self.close_s = 0.0
         self._lock = threading.Lock()
 
     def batch_started(self, total_files: int) -> None:
         self.rss_at[0] = rss_kib()
+        self.alloc_at[0] = allocators()
 
     def file_finished(self, row: dict) -> None:
         with self._lock:
             self.done += 1
             if self.done % CHECKPOINT_FILES == 0:
                 self.rss_at[self.done] = rss_kib()
+                self.alloc_at[self.done] = allocators()
+            if self.tracer:
+                self.tracer.maybe(self.done)
 
     def watch_manifest(self) -> None:
         """Time ManifestWriter.flush and .close (the writer the flow creates) in this process."""
@@ -138,7 +273,9 @@ def child(args: argparse.Namespace) -> None:
     from batchscribe.engines import register_engine
     from batchscribe.options import BatchRequest, TranscribeOptions
 
-    recorder = Recorder()
+    trace_at = os.environ.get(TRACE_ENV)
+    tracer = Tracer([int(n) for n in trace_at.split(",")]) if trace_at else None
+    recorder = Recorder(tracer)
     recorder.watch_manifest()
     progress.subscribe(recorder)
     options = TranscribeOptions(engine="faster-whisper", device="cpu")
@@ -166,6 +303,7 @@ def child(args: argparse.Namespace) -> None:
         "wall_s": wall_s,
         "rss_before_kib": rss_before,
         "rss_at_kib": recorder.rss_at,
+        "alloc_at": recorder.alloc_at,
         "rss_end_kib": rss_end,
         "rss_after_gc_kib": rss_kib(),
         "rss_peak_kib": rss_kib("VmHWM"),
@@ -175,6 +313,10 @@ def child(args: argparse.Namespace) -> None:
         "close_s": recorder.close_s,
     }
     args.result.write_text(json.dumps(result))
+    if tracer:
+        report = tracer.report()
+        print(report, flush=True)
+        (args.work.parent / f"trace-{files}.txt").write_text(report + "\n")
 
 
 def run_size(files: int, args: argparse.Namespace, env: dict, prefect_home: Path, clips: list[bytes]) -> dict:
@@ -209,6 +351,11 @@ def print_size(r: dict) -> None:
     print(f"  manifest close (last flush, compaction, view): {r['close_s'] * 1000:.0f} ms")
     at = ", ".join(f"{int(k):,}: {v / 1024:.0f}" for k, v in r["rss_at_kib"].items())
     print(f"  flow process RSS MiB by files done: {at}")
+    keys = ("rss_anon", "anon_heap", "anon_1mib", "anon_8mib", "anon_other")
+    for key in (*keys, "glibc_in_use", "glibc_free", "python_blocks", "threads"):
+        unit = 1 if key in ("python_blocks", "threads") else 2**20
+        at = ", ".join(f"{int(k):,}: {v[key] / unit:.0f}" for k, v in r["alloc_at"].items())
+        print(f"  {key} {'MiB' if unit > 1 else '(thousands)' if key == 'python_blocks' else ''} by files done: {at}")
     print(
         f"  RSS MiB: before the flow {r['rss_before_kib'] / 1024:.0f}, at the end {r['rss_end_kib'] / 1024:.0f} "
         f"(after gc {r['rss_after_gc_kib'] / 1024:.0f}), peak {r['rss_peak_kib'] / 1024:.0f}"

@@ -77,7 +77,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
     progress.batch_started(len(items))
     pipeline = file_pipeline(request, options, output_root, [item.relative_path for item in items], file_options)
     progress_id = create_progress_artifact(progress=0.0, key="batchscribe-progress", description=f"{len(items)} files")
-    done = 0  # files reported; their rows are kept by the manifest writer only (compressed), not here
+    done = 0  # files reported; their rows live in the manifest (the writer keeps their keys), not here
     run_state = RunStateWriter(output_root, len(items), request.storage_options)  # `batchscribe status` reads it
     finished: queue.Queue[dict[str, Any]] = queue.Queue()
     in_flight: dict[str, InputItem] = {}  # files a group has started and not yet reported, by key
@@ -104,7 +104,7 @@ def transcribe_batch(request: BatchRequest) -> pd.DataFrame:
         pool.shutdown(wait=not cancel.requested(), cancel_futures=True)
         run_state.finish()
 
-    batch = manifest.written().sort_values(KEY, kind="stable").reset_index(drop=True)
+    batch = manifest.written()  # sorted by key
     create_table_artifact(
         key="batchscribe-manifest",
         table=artifact_records(batch, ARTIFACT_ROWS),

@@ -95,8 +95,22 @@ def test_writer_gives_back_its_own_rows_as_written(tmp_path: Path) -> None:
         assert writer.written().empty
         for row in rows:
             writer.add(row)
-    assert writer.flushes == 2 and len(writer.parts) == 2
-    pd.testing.assert_frame_equal(writer.written(), normalize(rows))  # in the order added, COLUMNS' dtypes
+        pd.testing.assert_frame_equal(writer.written(), normalize(rows[::-1]))  # read back from the dataset
+    assert writer.flushes == 2
+    pd.testing.assert_frame_equal(writer.written(), normalize(rows[::-1]))  # by key, COLUMNS' dtypes
+    pd.testing.assert_frame_equal(writer.written(), normalize(rows[::-1]))  # after the compacted copy is handed over
+
+
+def test_writer_keeps_only_keys_past_a_flush(tmp_path: Path) -> None:
+    """A batch of 100,000 files: nothing the writer holds grows with the rows or the flushes but the key set."""
+    from batchscribe.manifest import ManifestWriter
+
+    with ManifestWriter(tmp_path, min_interval_s=0.0, cost_factor=0.0) as writer:
+        for i in range(20):
+            writer.add({"relative_path": f"{i:02d}.mp3", "status": "ok"})
+        held = {name: len(v) for name, v in vars(writer).items() if isinstance(v, (list, dict, set, tuple, bytes))}
+        assert writer.flushes == 20 and held == {"pending": 0, "keys": 20}
+    assert len(writer.written()) == 20
 
 
 def test_two_batches_writing_one_folder_lose_no_rows(tmp_path: Path) -> None:
