@@ -33,6 +33,7 @@ DATASET = "manifest"  # the folder of part files under the output root
 PART_SUFFIX = ".parquet"
 COMPACTED = "~c"  # a compacted part's name: the newest part it covers, then this
 ADOPTED_VIEW = "part-00000000T000000.000000Z-view"  # an older output's manifest.parquet, as its first part
+READ_ATTEMPTS = 12  # listings of the dataset tried while other workers compact parts away (~10 s in all)
 
 
 # The one definition of the manifest's columns and their pandas dtypes (README, "Manifest", says the same).
@@ -127,13 +128,19 @@ def read_manifest(location: str | Path, storage_options: StorageOptions | None =
 
 def read_dataset(output_root: str, storage_options: StorageOptions | None = None) -> pd.DataFrame:
     """Every part under `<output_root>/manifest/`, the latest row per key winning (parts in name order)."""
-    for _ in range(5):  # a part compacted away between listing and reading: list again
+    return _latest(_read_parts(output_root, storage_options)[1])
+
+
+def _read_parts(root: str, storage_options: StorageOptions | None) -> tuple[list[str], list[pd.DataFrame]]:
+    """The dataset's part paths and tables, listed again (after a growing pause) while other workers'
+    compactions remove parts between the listing and the reading."""
+    for attempt in range(READ_ATTEMPTS):
+        parts = _part_paths(root, storage_options)
         try:
-            tables = [_read_part(p, storage_options) for p in _part_paths(output_root, storage_options)]
+            return parts, [_read_part(p, storage_options) for p in parts]
         except FileNotFoundError:
-            continue
-        return _latest(tables)
-    raise RuntimeError(f"the manifest dataset under {output_root} kept changing while it was read")
+            time.sleep(min(0.01 * 2**attempt, 1.0))
+    raise RuntimeError(f"the manifest dataset under {root} kept changing while it was read")
 
 
 def _latest(tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -232,15 +239,8 @@ def compact(output_root: str | Path, storage_options: StorageOptions | None = No
     it sorts where they did, before any part written since), and only the parts it read are removed.
     """
     root = os.fspath(output_root)
-    for _ in range(5):
-        parts = _part_paths(root, storage_options)
-        try:
-            manifest = _latest([_read_part(p, storage_options) for p in parts])
-        except FileNotFoundError:
-            continue
-        break
-    else:
-        raise RuntimeError(f"the manifest dataset under {root} kept changing while it was compacted")
+    parts, tables = _read_parts(root, storage_options)
+    manifest = _latest(tables)
     if len(parts) > 1:
         newest = max(posixpath.basename(p).removesuffix(PART_SUFFIX).removesuffix(COMPACTED) for p in parts)
         target = storage.join(root, DATASET, newest + COMPACTED + PART_SUFFIX)
