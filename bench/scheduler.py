@@ -36,7 +36,9 @@ import subprocess
 import sys
 import time
 import unicodedata
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -264,28 +266,43 @@ def main() -> None:
             ffmpeg()
         )  # openai-whisper's loader (the Bacalhau example's path) calls `ffmpeg`
     os.environ["PATH"] = f"{out / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    from batchscribe import weights
+
+    base_cache = out / "cache"
+    weights.openai_checkpoint(weights.ct2_model_dir("base", base_cache), base_cache)  # outside the timings
+    short, long = build_corpus(out / "corpus", args.short_files, args.long_minutes)
+    configs = [c for c in args.configs.split(",") if c]
+
+    def run(name: str, files: list[dict]) -> tuple[str, dict]:
+        with prefect_api(name, out / "prefect-home"):
+            return name, child(name, files, out, base_cache, args.resume)
+
+    if args.clips:
+        clips = build_clips(out / "corpus" / "clips", args.clips)
+        names = [c for c in configs if c.startswith(("b1", "b2", "c"))]
+        table("clips of 1-3 s", clips, [run(c, clips) for c in names])
+        if "c-batchscribe-scheduler" in names:
+            per_file(clips, out, base_cache, args.resume)
+    table("short files", short, [run(c, short) for c in configs])
+    if long:
+        table("long file", long, [run(c, long) for c in configs if c != "d-batchscribe-flow"])
+
+
+@contextmanager
+def prefect_api(name: str, home: Path) -> Iterator[None]:
+    """A Prefect server of the bench's own while configuration `name` runs, when it needs one: only the flow
+    (d) does, and the others are timed without a process beside them that they do not use."""
+    if name != "d-batchscribe-flow":
+        yield
+        return
     from speed import start_server
 
-    server, url = start_server(out / "prefect-home")
+    server, url = start_server(home)
     os.environ["PREFECT_API_URL"] = url
     try:
-        from batchscribe import weights
-
-        base_cache = out / "cache"
-        weights.openai_checkpoint(weights.ct2_model_dir("base", base_cache), base_cache)  # outside the timings
-        short, long = build_corpus(out / "corpus", args.short_files, args.long_minutes)
-        configs = [c for c in args.configs.split(",") if c]
-        if args.clips:
-            clips = build_clips(out / "corpus" / "clips", args.clips)
-            names = [c for c in configs if c.startswith(("b1", "b2", "c"))]
-            table("clips of 1-3 s", clips, [(c, child(c, clips, out, base_cache, args.resume)) for c in names])
-            if "c-batchscribe-scheduler" in names:
-                per_file(clips, out, base_cache, args.resume)
-        table("short files", short, [(c, child(c, short, out, base_cache, args.resume)) for c in configs])
-        if long:
-            rows = [(c, child(c, long, out, base_cache, args.resume)) for c in configs if c != "d-batchscribe-flow"]
-            table("long file", long, rows)
+        yield
     finally:
+        del os.environ["PREFECT_API_URL"]
         server.terminate()
         server.wait(timeout=30)
 
