@@ -251,15 +251,21 @@ def test_a_listing_that_fails_for_a_while_is_tried_again_like_a_download() -> No
             "skip_instance_cache": True,
         }
     }
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-
-    def come_up() -> None:  # after the S3 client's own retries (~7 s) have given up once
-        server.start()
-        fs, _ = storage.filesystem("s3://late", options)
+    # The bucket and its file go into moto's state (one per process, shared by its servers) through a
+    # server of their own first, so that the listing never sees the bucket without the file; the server it
+    # lists comes up later. (Not `moto_s3`: it resets the state that this module's `s3` fixture filled.)
+    first = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    first.start()
+    host, first_port = first.get_host_and_port()
+    try:
+        reach = {"s3": {**options["s3"], "endpoint_url": f"http://{host}:{first_port}"}}
+        fs, _ = storage.filesystem("s3://late", reach)
         fs.mkdir("late")
         fs.pipe({"late/talks/a.mp3": MEDIA})
-
-    timer = threading.Timer(8.0, come_up)
+    finally:
+        first.stop()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    timer = threading.Timer(8.0, server.start)  # after the S3 client's own retries (~7 s) have given up once
     timer.start()
     try:
         items = resolve_inputs(["s3://late/talks/"], storage_options=options)
