@@ -9,7 +9,8 @@ FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 # A CUDA build of torch by default; e.g. --build-arg TORCH=torch==2.13.0 to pin it.
 ARG TORCH=torch
 
-# ARROW_DEFAULT_MEMORY_POOL: pyarrow through malloc, flat memory in long batches (batchscribe/malloc.py)
+# ARROW_DEFAULT_MEMORY_POOL: pyarrow through malloc, flat memory in long batches; GLIBC_TUNABLES: malloc's
+# large blocks on transparent huge pages, a quarter off the CPU encoder's time (batchscribe/malloc.py)
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -19,7 +20,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     BATCHSCRIBE_CACHE_DIR=/cache \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     DO_NOT_TRACK=1 \
-    ARROW_DEFAULT_MEMORY_POOL=system
+    ARROW_DEFAULT_MEMORY_POOL=system \
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential ffmpeg ca-certificates \

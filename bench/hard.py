@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from children import environment  # noqa: E402
 from corpus import SAMPLE_RATE, encode, music, pause, prompts  # noqa: E402
 
 CONFIGS = ("b1-faster-sequential", "b2-faster-batched8", "c-batchscribe", "c-batchscribe-again")
@@ -228,7 +229,7 @@ def child(name: str, files: list[dict], out: Path, base_cache: Path) -> dict:
     spec.write_text(json.dumps({"files": files, "cache_dir": str(cache), "output": str(out / "outputs" / name)}))
     result_path = spec.with_suffix(".result.json")
     argv = [sys.executable, __file__, "--child", name, "--spec", str(spec), "--result", str(result_path)]
-    proc = subprocess.Popen(argv)
+    proc = subprocess.Popen(argv, env=environment(name))
     _, status, _ = os.wait4(proc.pid, 0)
     if status != 0:
         raise SystemExit(f"{name} failed with status {status}")

@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from children import environment  # noqa: E402
 from corpus import SAMPLE_RATE, decode, encode, ffmpeg, pause, prompts  # noqa: E402
 
 CONFIGS = (
@@ -184,7 +185,8 @@ def child(name: str, files: list[dict], out: Path, base_cache: Path, resume: boo
     if resume and result_path.exists():
         return json.loads(result_path.read_text())
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", name, "--spec", str(spec), "--result", str(result_path)]
+        [sys.executable, __file__, "--child", name, "--spec", str(spec), "--result", str(result_path)],
+        env=environment(name),
     )
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
+from batchscribe.malloc import HUGEPAGE_TUNABLE
 from batchscribe.server import OFFLINE_ENV
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -28,8 +29,8 @@ FAN_OUT_ENTRYPOINT = "flows/fan_out.py:transcribe_fan_out"
 DEFAULT_IMAGE = "batchscribe:latest"
 INBOX = os.environ.get("BATCHSCRIBE_INBOX", "/srv/batchscribe/inbox")
 NIGHTLY_OUTPUT = os.environ.get("BATCHSCRIBE_NIGHTLY_OUTPUT", "/srv/batchscribe/transcripts")
-# Offline and quiet on every worker, whatever its host sets.
-BASE_ENV = OFFLINE_ENV
+# Offline and quiet on every worker, whatever its host sets; malloc on huge pages (batchscribe/malloc.py).
+BASE_ENV = {**OFFLINE_ENV, "GLIBC_TUNABLES": HUGEPAGE_TUNABLE}
 
 PoolType = Literal["process", "docker", "kubernetes"]
 

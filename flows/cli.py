@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from batchscribe.malloc import exec_with_hugepages
 from batchscribe.server import OFFLINE_ENV
 from flows.cli_args import build_parser, request_from_args, rerun_request_from_args
 from flows.cli_report import ProgressBar, search, status_report, summary_table
@@ -198,6 +199,8 @@ def status(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `batchscribe` command."""
+    if argv is None:  # the command itself, not a caller in Python: glibc's tunables apply only from the start
+        exec_with_hugepages()
     args = build_parser().parse_args(argv)
     for key, value in PREFECT_DEFAULTS.items():
         if not (getattr(args, "verbose", False) and key == "PREFECT_LOGGING_LEVEL"):

@@ -18,6 +18,7 @@ import pytest
 import tomllib
 
 from batchscribe import urls
+from batchscribe.malloc import HUGEPAGE_TUNABLE
 from batchscribe.server import OFFLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,9 +172,10 @@ def test_the_steps_render_containers_that_run(kind: str, clean_pools) -> None:
     assert deployment.entrypoint == "flows.transcribe_batch.transcribe_batch"
     assert f"COPY {package} ./{package}" in (ROOT / "Dockerfile").read_text()
     assert env["PREFECT__FLOW_RUN_ID"] == str(flow_run.id)
-    assert {k: env[k] for k in OFFLINE_ENV} == OFFLINE_ENV
+    assert {k: env[k] for k in OFFLINE_ENV} == OFFLINE_ENV and env["GLIBC_TUNABLES"] == HUGEPAGE_TUNABLE
     # Every path the steps and the image name lies on a mounted volume, and the image declares those volumes.
     image_env, image_volumes = dockerfile()
+    assert image_env["GLIBC_TUNABLES"] == HUGEPAGE_TUNABLE
     assert sorted(mounts) == sorted(image_volumes) == ["/cache", "/outputs"]
     assert under(image_env["BATCHSCRIBE_CACHE_DIR"], mounts) and under(batch.cache_dir, mounts)
     for location in (batch.output, *batch.inputs):
