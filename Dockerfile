@@ -10,7 +10,7 @@ FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 ARG TORCH=torch
 
 # ARROW_DEFAULT_MEMORY_POOL: pyarrow through malloc, flat memory in long batches; GLIBC_TUNABLES: malloc's
-# large blocks on transparent huge pages, a quarter off the CPU encoder's time (batchscribe/malloc.py)
+# large blocks on transparent huge pages, a quarter off a CPU run over short files (batchscribe/malloc.py)
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -7,11 +7,11 @@ peak RSS on a 13-minute file, against 1.2 GB for the bare engine loop; two arena
 
 The encoder's batches allocate and free hundreds of MB a call (the attention of every row over 1,500
 positions), which glibc hands to and takes back from the kernel each time: on 40 files of 8-25 s, 11
-million page faults and a third of the run's CPU time in the kernel. With glibc's `glibc.malloc.hugetlb=1`
-tunable, malloc asks for transparent huge pages on those blocks: 1 million faults, and the run 25% faster
-(bench/scheduler.py, docs/performance.md). glibc reads tunables only when a process starts: the
-`batchscribe` command starts itself again with the tunable (`exec_with_hugepages`), the deployments and
-the Docker image set it in their environment.
+million page faults and more than a quarter of the run's CPU time in the kernel (34.5 of 126 s). With
+glibc's `glibc.malloc.hugetlb=1` tunable, malloc asks for transparent huge pages on those blocks: 1
+million faults, and the run 25% faster (bench/scheduler.py, docs/performance.md). glibc reads tunables
+only when a process starts: the `batchscribe` command starts itself again with the tunable
+(`exec_with_hugepages`), the deployments and the Docker image set it in their environment.
 
 pyarrow allocates through its bundled mimalloc by default, which kept what the manifest and segment
 writers' parquet buffers freed (built in the flow's thread and in every worker's): the flow's memory grew
