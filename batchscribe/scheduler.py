@@ -105,13 +105,20 @@ class WindowScheduler:
         beam_size: int,
         temperatures: tuple[float, ...],
         batch_size: int,
+        whole_file: bool = True,
     ) -> list[Future]:
-        """Queue `windows` of `job`'s file; each future resolves to that window's RowResult."""
+        """Queue `windows` of `job`'s file; each future resolves to that window's RowResult.
+
+        A file that is one short window (`whole_file`: `windows` are all of the file's windows) may share a
+        row with other files' windows; a longer file's windows never do, so its words do not depend on
+        which other files are in flight.
+        """
         key = BatchKey(beam_size, temperatures[0], max(batch_size, 1))
         items = []
+        one_window = whole_file and len(windows) == 1
         for w in windows:
             features = self.decoder.features(w)
-            packable = w.duration_s <= packing.PACK_MAX_S
+            packable = one_window and w.duration_s <= packing.PACK_MAX_S
             items.append(
                 _Item(
                     job,

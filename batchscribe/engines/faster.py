@@ -87,19 +87,26 @@ class FasterWhisperEngine(Engine):
         if options.batch_size <= 1:
             return super().transcribe_file(path, options)
         with gpu_errors(), self.pool.least_busy() as slot:  # the whole file on one device
-            return self._scheduled(pcm_windows(path, STREAM_PART_S), options, path.name, slot)
+            total_s = path.stat().st_size // 2 / SAMPLE_RATE  # s16le mono
+            return self._scheduled(pcm_windows(path, STREAM_PART_S), options, path.name, slot, total_s)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         """`audio` through the window scheduler, or faster-whisper's sequential decoder at batch size <= 1."""
         if options.batch_size <= 1:
             return self._sequential(audio, options)
         with self.pool.least_busy() as slot:
-            return self._scheduled([(0.0, audio)], options, "audio", slot).transcript
+            return self._scheduled([(0.0, audio)], options, "audio", slot, len(audio) / SAMPLE_RATE).transcript
 
     def _scheduled(
-        self, parts: Iterable[tuple[float, np.ndarray]], options: TranscribeOptions, name: str, slot: int
+        self,
+        parts: Iterable[tuple[float, np.ndarray]],
+        options: TranscribeOptions,
+        name: str,
+        slot: int,
+        total_s: float,
     ) -> FileTranscription:
-        """Cut each (offset_s, samples) part into windows and queue them, a few parts ahead of the results."""
+        """Cut each (offset_s, samples) part of a `total_s` long file into windows and queue them, a few
+        parts ahead of the results."""
         job = FileJob(name=name, language=options.language)
         queued: list[list[Future]] = []
         results: list[RowResult] = []
@@ -108,9 +115,10 @@ class FasterWhisperEngine(Engine):
         try:
             for offset_s, samples in parts:
                 cut = speech_windows(samples, vad=options.vad_filter, offset_s=offset_s, first_index=windows)
+                whole_file = windows == 0 and offset_s + len(samples) / SAMPLE_RATE >= total_s - 1e-6
                 windows += len(cut)
                 held.append(self._queued.acquire(sum(w.duration_s for w in cut)))
-                queued.append(self._submit(job, cut, options, self.pool.scheduler(slot)))
+                queued.append(self._submit(job, cut, options, self.pool.scheduler(slot), whole_file))
                 while len(queued) > PARTS_AHEAD:
                     results += [f.result() for f in queued.pop(0)]
                     self._queued.release(held.pop(0))
@@ -132,7 +140,7 @@ class FasterWhisperEngine(Engine):
         )
 
     def _submit(
-        self, job: FileJob, windows: list, options: TranscribeOptions, scheduler: WindowScheduler
+        self, job: FileJob, windows: list, options: TranscribeOptions, scheduler: WindowScheduler, whole_file: bool
     ) -> list[Future]:
         return scheduler.submit(
             job,
@@ -142,6 +150,7 @@ class FasterWhisperEngine(Engine):
             beam_size=options.beam_size,
             temperatures=tuple(options.temperatures),
             batch_size=options.batch_size,
+            whole_file=whole_file,
         )
 
     def _sequential(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:

@@ -15,6 +15,7 @@ import pytest
 from batchscribe.decoding import BatchDecoder
 from batchscribe.guard import is_loop, repeated_run
 from batchscribe.options import TranscribeOptions
+from batchscribe.packing import PACK_MAX_S
 from batchscribe.rows import RowRequest
 from batchscribe.windows import speech_windows, split_window
 from tests.scheduling import Run, decode_files
@@ -28,6 +29,8 @@ MENU = {
     "auth-incorrect": "Password incorrect. Please enter your password followed by the pound key.",
     "agent-user": "Agent login. Please enter your agent number followed by the pound key.",
 }
+# Other prompts of the same voice, as short files in flight beside the menu.
+PARTNERS = ("auth-thankyou", "call-forwarding", "cancelled", "activated", "calling", "all-circuits-busy-now")
 
 
 def words(text: str) -> list[str]:
@@ -140,23 +143,23 @@ def test_invented_words_in_an_unsure_row_are_not_passed_as_certain(engine, menu)
         assert not kept or result.unsure, (result.text, result.unsure)
 
 
-def test_a_files_words_do_not_depend_on_its_batch(engine, menu, tmp_path) -> None:
-    from batchscribe.audio import decode_audio
-    from tests.media import load_audio
-
-    speech = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
-    others = {}
-    for name in ("en2.mp3", "es.mp3", "fr.mp3"):
-        others[name] = load_audio(decode_audio(speech / name, tmp_path / f"{name}.pcm").path)
-    audio = menu[0]
+def test_a_files_words_do_not_depend_on_its_batch(engine, menu) -> None:
+    audio = menu[0][: 36 * SAMPLE_RATE]  # two windows, the second one short enough to share a row
+    assert [w.duration_s <= PACK_MAX_S for w in speech_windows(audio, vad=True)] == [False, True]
+    clips = {name: _trim(_decode(ALLISON / f"{name}.wav")) for name in PARTNERS}
     decoder = BatchDecoder(engine.model)
 
     def text_of(files: dict) -> str:
-        return "".join(r.text for r in _run(decoder, files, None).results["menu"])
+        run = _run(decoder, files)
+        assert all(r.shared == 0 for r in run.results["menu"])  # a row of its own: never beside other speech
+        partners = [r.shared for name in files if name != "menu" for r in run.results[name]]
+        assert not partners or max(partners) > 1  # ... as clips do
+        return "".join(r.text for r in run.results["menu"])
 
     alone = text_of({"menu": audio})
-    assert text_of({"es.mp3": others["es.mp3"], "menu": audio, "en2.mp3": others["en2.mp3"]}) == alone
-    assert text_of({"fr.mp3": others["fr.mp3"], "en2.mp3": others["en2.mp3"], "menu": audio}) == alone
+    first, second = PARTNERS[:3], PARTNERS[3:]
+    assert text_of({first[0]: clips[first[0]], "menu": audio, **{n: clips[n] for n in first[1:]}}) == alone
+    assert text_of({**{n: clips[n] for n in second}, "menu": audio}) == alone
     assert text_of({"menu": audio}) == alone
 
 
