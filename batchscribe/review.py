@@ -13,8 +13,8 @@ from typing import Any
 
 from batchscribe.segment_table import read_segments
 from batchscribe.storage import StorageOptions
+from batchscribe.transcript import LOW_CONFIDENCE
 
-LOW_CONFIDENCE = 0.6  # mean word probability under this: many words the model was unsure of
 LOW_LANGUAGE_PROBABILITY = 0.7  # a detected language under this may be the wrong one
 
 

@@ -10,7 +10,6 @@ are merged into one when they pile up.
 from __future__ import annotations
 
 import io
-import math
 import os
 import threading
 import time
@@ -49,10 +48,6 @@ def segment_rows(relative_path: str, transcript: Transcript, written_at: datetim
     """One row per segment of `transcript` that has text."""
     rows = []
     for number, segment in enumerate(s for s in transcript.segments if s.text.strip()):
-        if segment.words:
-            confidence = sum(w.probability for w in segment.words) / len(segment.words)
-        else:
-            confidence = math.exp(min(segment.avg_logprob, 0.0))
         rows.append(
             {
                 "relative_path": relative_path,
@@ -61,7 +56,7 @@ def segment_rows(relative_path: str, transcript: Transcript, written_at: datetim
                 "end_s": round(segment.end_s, 3),
                 "speaker": segment.speaker,
                 "text": " ".join(segment.text.split()),
-                "confidence": round(confidence, 4),
+                "confidence": round(segment.confidence, 4),
                 "language": transcript.language,
                 "written_at": written_at,
             }

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 FRAMES_PER_SECOND = 100  # mel frames per second: openai-whisper's hop of 160 samples at 16 kHz
 N_FRAMES = 30 * FRAMES_PER_SECOND  # 3000 frames in one 30-second decoding window
+LOW_CONFIDENCE = 0.6  # mean word probability under this: many words the model was unsure of (segment or file)
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,15 @@ class Word:
     word: str  # as the model emits it, with its leading space
     probability: float
     speaker: str | None = None  # SPEAKER_00 ... when diarized
+
+
+def mean_probability(words: Sequence[Word]) -> float:
+    return sum(w.probability for w in words) / len(words)
+
+
+def low_confidence(words: Sequence[Word]) -> bool:
+    """Words the model was unsure of on the whole: their mean probability is under LOW_CONFIDENCE."""
+    return bool(words) and mean_probability(words) < LOW_CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,14 @@ class Segment:
     words: tuple[Word, ...] = ()
     seek: int | None = None  # start of the 30-s window it was decoded from, in mel frames; None: unknown
     speaker: str | None = None  # SPEAKER_00 ... when diarized
-    unsure: bool = False  # its text stayed unsure after every check: worth a listen
+    unsure: bool = False  # its text stayed unsure after every check, or its words are: worth a listen
+
+    @property
+    def confidence(self) -> float:
+        """Mean word probability, 0..1 (exp(avg_logprob) for a segment without words)."""
+        if self.words:
+            return mean_probability(self.words)
+        return math.exp(min(self.avg_logprob, 0.0))
 
     def window_seek(self) -> int:
         """`seek` as openai-whisper writes it; when the engine did not say, the 30-s window of a fixed grid

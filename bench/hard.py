@@ -211,6 +211,7 @@ def run_config(name: str, files: list[dict], cache_dir: Path, output: Path) -> d
                 "redecoded": result.redecoded_windows,
                 "guard_s": result.guard_s,
                 "unsure_s": result.transcript.unsure_s,
+                "unsure_text": " ".join(seg.text for seg in result.transcript.segments if seg.unsure),
                 "words": result.transcript.text,
             }
 
@@ -239,18 +240,36 @@ def child(name: str, files: list[dict], out: Path, base_cache: Path) -> dict:
 # --- scoring -----------------------------------------------------------------------------------------------
 
 
-def invented(reference: str, hypothesis: str, others: list[str]) -> list[str]:
+def normalized(text: str, language: str) -> str:
+    """Text as the Whisper paper scores it: Whisper's English normalizer for English (spelling, contractions,
+    numbers), its basic one elsewhere with accents stripped and numbers in words written as digits
+    (text2num: French, Spanish, Italian), so that "20" against "venti" is no error."""
+    from whisper.normalizers import BasicTextNormalizer, EnglishTextNormalizer
+
+    if language == "en":
+        return EnglishTextNormalizer()(text)
+    text = text.replace("'", "").replace("’", "")  # an elision is one word: "qu'en", "l'hygiene"
+    if language in NUMBER_LANGUAGES:
+        from text_to_num import alpha2digit
+
+        text = alpha2digit(text, language)
+    return BasicTextNormalizer(remove_diacritics=True)(text)
+
+
+NUMBER_LANGUAGES = ("fr", "es", "it")  # text2num writes their numbers as digits
+
+
+def invented(reference: str, hypothesis: str, others: list[str], language: str) -> list[str]:
     """Inserted phrases: runs of two or more consecutive words that the alignment to the reference inserts
     (no reference word stands for them) and whose word pairs appear in neither the reference nor any other
     output. A misheard word (a substitution) is an error, not an invention, and is counted by WER."""
     import jiwer
-    from scheduler import words
 
-    ref, hyp = words(reference), words(hypothesis)
-    if not hyp:
+    ref, hyp = normalized(reference, language), normalized(hypothesis, language)
+    if not hyp.split():
         return []
     seen = set()
-    for text in [ref, *(words(o) for o in others)]:
+    for text in [ref, *(normalized(o, language) for o in others)]:
         tokens = text.split()
         seen.update(zip(tokens, tokens[1:]))
     tokens = hyp.split()
@@ -264,46 +283,56 @@ def invented(reference: str, hypothesis: str, others: list[str]) -> list[str]:
     return phrases
 
 
-def score(reference: str, hypothesis: str) -> dict:
+def score(reference: str, hypothesis: str, language: str) -> dict:
     import jiwer
     from scheduler import words
 
-    out = jiwer.process_words(words(reference), words(hypothesis) or "-")
-    n = len(words(reference).split())
-    return {"wer": out.wer, "ins": out.insertions, "del": out.deletions, "n": n}
+    ref, hyp = normalized(reference, language), normalized(hypothesis, language)
+    out = jiwer.process_words(ref, hyp if hyp.split() else "-")
+    raw = jiwer.process_words(words(reference), words(hypothesis) or "-")
+    return {"wer": out.wer, "raw_wer": raw.wer, "ins": out.insertions, "del": out.deletions, "n": len(ref.split())}
+
+
+def _marked(phrase: str, row: dict, language: str) -> bool:
+    """The phrase lies in text that batchscribe marked unsure."""
+    return f" {phrase} " in f" {normalized(row.get('unsure_text', ''), language)} "
 
 
 def report(files: list[dict], results: dict[str, dict]) -> None:
     peers = ("b1-faster-sequential", "b2-faster-batched8")
-    print(f"\n{'file':<10} {'config':<22} {'WER':>6} {'ins':>4} {'del':>4} {'invented':>8}  {'windows':>7} "
-          f"{'redone':>6} {'unsure s':>8}")  # fmt: skip
+    print("\nWER with Whisper's normalizers (numbers as digits; 'raw': lower-cased, punctuation and accents stripped)")
+    print(f"\n{'file':<10} {'config':<22} {'WER':>6} {'raw':>6} {'ins':>4} {'del':>4} {'invented':>8} {'marked':>6} "
+          f"{'windows':>7} {'redone':>6} {'unsure s':>8}")  # fmt: skip
     for i, f in enumerate(files):
         for name, result in results.items():
             row = result["rows"][i]
-            s = score(f["text"], row["text"])
+            s = score(f["text"], row["text"], f["language"])
             others = [results[p]["rows"][i]["text"] for p in peers if p != name and p in results]
-            phrases = invented(f["text"], row["text"], others)
+            phrases = invented(f["text"], row["text"], others, f["language"])
+            marked = sum(_marked(p, row, f["language"]) for p in phrases)
             extra = ""
             if "windows" in row:
-                extra = f"{row['windows']:7d} {row['redecoded']:6d} {row['unsure_s']:8.1f}"
-            print(f"{f['name']:<10} {name:<22} {100 * s['wer']:5.1f}% {s['ins']:4d} {s['del']:4d} "
-                  f"{len(phrases):8d}  {extra}")  # fmt: skip
+                extra = f"{marked:6d} {row['windows']:7d} {row['redecoded']:6d} {row['unsure_s']:8.1f}"
+            print(f"{f['name']:<10} {name:<22} {100 * s['wer']:5.1f}% {100 * s['raw_wer']:5.1f}% {s['ins']:4d} "
+                  f"{s['del']:4d} {len(phrases):8d} {extra}")  # fmt: skip
             for phrase in phrases[:3]:
                 print(f"{'':<33}invented: {phrase!r}")
     audio_s = sum(f["duration_s"] for f in files)
     fastest = results.get("b2-faster-batched8")
-    print(f"\n{'config':<22} {'wall s':>8} {'x realtime':>10} {'vs b2':>6} {'WER all':>8} {'guard':>18}")
+    print(f"\n{'config':<22} {'wall s':>8} {'x realtime':>10} {'vs b2':>6} {'WER all':>8} {'raw':>6} {'guard':>18}")
     for name, result in results.items():
         ratio = fastest["wall_s"] / result["wall_s"] if fastest else float("nan")
-        total = [score(f["text"], r["text"]) for f, r in zip(files, result["rows"])]
-        wer_all = sum(s["wer"] * s["n"] for s in total) / sum(s["n"] for s in total)
+        total = [score(f["text"], r["text"], f["language"]) for f, r in zip(files, result["rows"])]
+        n = sum(s["n"] for s in total)
+        wer_all = sum(s["wer"] * s["n"] for s in total) / n
+        raw_all = sum(s["raw_wer"] * s["n"] for s in total) / n
         guard = ""
         if "windows" in result["rows"][0]:
             windows = sum(r["windows"] for r in result["rows"])
             redone = sum(r["redecoded"] for r in result["rows"])
             guard = f"{redone}/{windows} windows, {sum(r['guard_s'] for r in result['rows']):.1f} s"
         print(f"{name:<22} {result['wall_s']:8.1f} {audio_s / result['wall_s']:10.1f} {ratio:6.2f} "
-              f"{100 * wer_all:7.1f}% {guard:>18}")  # fmt: skip
+              f"{100 * wer_all:7.1f}% {100 * raw_all:5.1f}% {guard:>18}")  # fmt: skip
     if "c-batchscribe" in results and "c-batchscribe-again" in results:
         a, b = results["c-batchscribe"]["rows"], results["c-batchscribe-again"]["rows"]
         same = sum(x["words"] == y["words"] for x, y in zip(a, b))
@@ -316,6 +345,7 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     parser.add_argument("--only", default="", help="comma-separated file names (default: all)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out-hard"))
+    parser.add_argument("--rescore", action="store_true", help="score the last run in --out again, run nothing")
     parser.add_argument("--child"), parser.add_argument("--spec"), parser.add_argument("--result")
     args = parser.parse_args()
     if args.child:
@@ -324,6 +354,11 @@ def main() -> None:
         Path(args.result).write_text(json.dumps(result))
         return
     out = Path(args.out)
+    if args.rescore:
+        files = json.loads((out / f"spec-{CONFIGS[0]}.json").read_text())["files"]
+        found = {c: out / f"spec-{c}.result.json" for c in args.configs.split(",") if c}
+        report(files, {c: json.loads(p.read_text()) for c, p in found.items() if p.exists()})
+        return
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     from batchscribe import weights

@@ -27,7 +27,7 @@ from batchscribe.options import TranscribeOptions
 from batchscribe.rows import RowResult
 from batchscribe.scheduler import FileJob, WindowScheduler
 from batchscribe.segments import split_words
-from batchscribe.transcript import Segment, Transcript, Word
+from batchscribe.transcript import Segment, Transcript, Word, low_confidence
 from batchscribe.windows import speech_windows
 
 logger = logging.getLogger(__name__)
@@ -179,6 +179,7 @@ class FasterWhisperEngine(Engine):
                 compression_ratio=s.compression_ratio,
                 no_speech_prob=s.no_speech_prob,
                 words=tuple(Word(w.start, w.end, w.word, w.probability) for w in (s.words or ())),
+                unsure=low_confidence(s.words or ()),
             )
             for i, s in enumerate(segments)
         )
@@ -232,7 +233,7 @@ def _transcript(job: FileJob, results: list[RowResult], duration_s: float, optio
                     compression_ratio=result.compression_ratio,
                     no_speech_prob=result.no_speech_prob,
                     words=tuple(words),
-                    unsure=result.unsure,
+                    unsure=result.unsure or low_confidence(words),
                 )
             )
     probability = job.language_probability if job.language else 0.0  # nothing heard: no language, no confidence

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from batchscribe import weights
 from batchscribe.audio import SAMPLE_RATE
 from batchscribe.engines.base import Engine
 from batchscribe.options import TranscribeOptions
-from batchscribe.transcript import Segment, Transcript, Word
+from batchscribe.transcript import Segment, Transcript, Word, low_confidence
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class OpenAIWhisperEngine(Engine):
             )
             for i, s in enumerate(result["segments"])
         )
+        segments = tuple(replace(s, unsure=low_confidence(s.words)) for s in segments)
         return Transcript(
             language=language,
             language_probability=probability,
