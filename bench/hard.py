@@ -252,7 +252,7 @@ def normalized(text: str, language: str) -> str:
     if language in NUMBER_LANGUAGES:
         from text_to_num import alpha2digit
 
-        text = alpha2digit(text, language)
+        text = alpha2digit(text, language, threshold=0)  # "zero" too, as "0"
     return BasicTextNormalizer(remove_diacritics=True)(text)
 
 
