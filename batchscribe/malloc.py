@@ -11,7 +11,8 @@ million page faults and more than a quarter of the run's CPU time in the kernel 
 glibc's `glibc.malloc.hugetlb=1` tunable, malloc asks for transparent huge pages on those blocks: 1
 million faults, and the run 25% faster (bench/scheduler.py, docs/performance.md). glibc reads tunables
 only when a process starts: the `batchscribe` command starts itself again with the tunable
-(`exec_with_hugepages`, in `flows/command.py`, before the flows are imported), the deployments and the Docker image set it in their environment.
+(`exec_with_hugepages`, in `flows/command.py`, before the flows are imported), the deployments and the
+Docker image set it in their environment.
 
 pyarrow allocates through its bundled mimalloc by default, which kept what the manifest and segment
 writers' parquet buffers freed (built in the flow's thread and in every worker's): the flow's memory grew

@@ -71,7 +71,7 @@ COLUMNS: dict[str, str] = {
     "windows": "Int64",  # speech windows the model decoded (0: the engine cuts none of its own)
     "redecoded_windows": "Int64",  # windows that failed the decoder's checks and were decoded again as two rows
     "guard_s": "Float64",  # model seconds those second decodes took (included in transcribe_s)
-    "unsure_s": "Float64",  # seconds of speech whose text stayed unsure after every check: listen to these
+    "unsure_s": "Float64",  # seconds of speech unsure after every check or of low word confidence: listen to these
     "shared_windows": "Int64",  # short windows decoded in a row shared with other files' windows
     # Speaker diarization (`--diarize`); NULL without it, or when it failed (see `warning`).
     "num_speakers": "Int64",  # how many speakers diarization was told to find; NULL: it estimated them

@@ -1,10 +1,9 @@
 """The review queue: which transcripts a person should check first, and why.
 
 A file is flagged for each sign that its transcript may be wrong: a low mean word confidence (from the
-segments dataset), windows that failed Whisper's checks and were decoded again, speech whose text stayed
-unsure after every check (`unsure_s`), a warning in its row (a truncated input, a failed diarization), or a
-detected language the model was unsure of. Files with more
-signs come first, then the least confident.
+segments dataset), windows that failed Whisper's checks and were decoded again, unsure speech (`unsure_s`)
+of at least 5% of the file's duration, a warning in its row (a truncated input, a failed diarization), or
+a detected language the model was unsure of. Files with more signs come first, then the least confident.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from batchscribe.storage import StorageOptions
 from batchscribe.transcript import LOW_CONFIDENCE
 
 LOW_LANGUAGE_PROBABILITY = 0.7  # a detected language under this may be the wrong one
+UNSURE_SHARE = 0.05  # unsure speech flags a file from this share of its duration (a clean hour has a few seconds)
 
 
 def file_confidence(root: str, storage_options: StorageOptions | None = None) -> dict[str, float]:
@@ -55,8 +55,8 @@ def review_queue(manifest: Any, confidence: dict[str, float]) -> Any:
             reasons.append(f"low confidence ({score:.2f})")
         if pd.notna(row.redecoded_windows) and row.redecoded_windows > 0:
             reasons.append(f"{row.redecoded_windows} of {row.windows} windows decoded again")
-        unsure_s = getattr(row, "unsure_s", None)
-        if pd.notna(unsure_s) and unsure_s > 0:
+        unsure_s, duration_s = getattr(row, "unsure_s", None), getattr(row, "duration_s", None)
+        if pd.notna(unsure_s) and unsure_s > 0 and not (pd.notna(duration_s) and unsure_s < UNSURE_SHARE * duration_s):
             reasons.append(f"{unsure_s:.1f} s of speech still unsure")
         if isinstance(row.warning, str) and row.warning:
             reasons.append(f"warning: {row.warning}")

@@ -25,6 +25,7 @@ def test_flagged_files_come_first_by_number_of_reasons_then_confidence(tmp_path)
             _row("mumbled.mp3"),
             _row("worst.mp3", redecoded_windows=2, language_probability=0.41, language="cy"),
             _row("cut.mp3", warning="truncated: decoded up to the damage", unsure_s=2.5),
+            _row("talk.mp3", unsure_s=1.8, duration_s=600.0),  # a few unsure seconds in ten minutes: no reason
             _row("broken.mp3", status="failed", error="not audio"),
         ]
     )
