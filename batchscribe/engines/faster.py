@@ -33,7 +33,7 @@ from batchscribe.windows import speech_windows
 logger = logging.getLogger(__name__)
 
 STREAM_PART_S = 5 * 60  # a long file is read, cut into windows and queued 5 minutes at a time
-PARTS_AHEAD = 1  # parts queued before the oldest one's results are collected (memory: ~30 MB a part)
+PARTS_AHEAD = 2  # parts queued before the oldest one's results are collected (memory: ~30 MB a part)
 QUEUED_AUDIO_S = 40 * 60  # audio queued on the model at once, all files together (memory: ~100 MB a queued hour
 # of features and samples): many short files in flight, a few long ones
 
