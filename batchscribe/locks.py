@@ -121,6 +121,13 @@ class LeaseLockManager(FileSystemLockManager):
             info["path"].unlink(missing_ok=True)
         self._locks.pop(key, None)
 
+    def clear_lapsed(self, key: str) -> None:
+        """Remove `key`'s lock when its lease has lapsed or its process is gone: a holder that died after
+        storing its result leaves the lock behind, and the readers of that result never take it over."""
+        path = self._lock_path_for_key(key)
+        if path.exists() and self._take_over(path, f"sweeper-{uuid.uuid4().hex[:8]}"):
+            path.unlink(missing_ok=True)
+
     def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
         deadline = time.monotonic() + (self.max_wait_s if timeout is None else timeout)
         while self.is_locked(key):

@@ -27,9 +27,10 @@ class ResultCache:
 
     def __init__(self, cache_dir: str | Path) -> None:
         cache_dir = Path(cache_dir)
+        self.locks = LeaseLockManager(cache_dir / "locks")
         self.store = ResultStore(
             result_storage=LocalFileSystem(basepath=str(cache_dir / "results")),
-            lock_manager=LeaseLockManager(cache_dir / "locks"),
+            lock_manager=self.locks,
             cache_result_in_memory=False,  # a batch of 100,000 files reads each result once
         )
 
@@ -46,6 +47,7 @@ class ResultCache:
     def get_or_compute(self, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
         """(value, whether it came from the cache): read it, or compute and store it under the key's lock."""
         if (value := self.get(key)) is not None:
+            self.locks.clear_lapsed(key)  # left by a holder that died between storing the value and releasing
             return value, True
         holder = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
         # Waits while another worker holds the key's lease; past the bound it computes the key itself, unstored.

@@ -33,6 +33,19 @@ def test_a_dead_holder_on_another_host_is_taken_over_once_its_lease_lapses(tmp_p
     assert not path.exists() and not list(tmp_path.glob(".*"))  # no breaker or temporary file left
 
 
+def test_a_holder_that_died_after_storing_its_value_leaves_no_lock_behind(tmp_path: Path) -> None:
+    from batchscribe.result_cache import ResultCache
+
+    cache = ResultCache(tmp_path)
+    assert cache.get_or_compute("k", lambda: "words") == ("words", False)
+    path = plant_dead_holder(tmp_path / "locks", "k", lapses_in_s=0.5)  # killed before its release
+    assert cache.get_or_compute("k", lambda: "computed again") == ("words", True)
+    assert not path.exists() and not list((tmp_path / "locks").glob(".*"))
+    live = plant_dead_holder(tmp_path / "locks", "k2", lapses_in_s=60.0)
+    LeaseLockManager(tmp_path / "locks").clear_lapsed("k2")
+    assert live.exists()  # a lease that has not lapsed is never cleared
+
+
 def test_a_live_holder_renews_its_lease_and_is_never_taken_over(tmp_path: Path) -> None:
     holder = LeaseLockManager(tmp_path, lease_s=0.6)
     waiter = LeaseLockManager(tmp_path, lease_s=0.6, max_wait_s=60)
