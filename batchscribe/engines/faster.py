@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -28,11 +28,12 @@ from batchscribe.rows import RowResult
 from batchscribe.scheduler import FileJob, WindowScheduler
 from batchscribe.segments import split_words
 from batchscribe.transcript import Segment, Transcript, Word, low_confidence
-from batchscribe.windows import speech_windows
+from batchscribe.windows import Window, speech_windows
 
 logger = logging.getLogger(__name__)
 
 STREAM_PART_S = 5 * 60  # a long file is read, cut into windows and queued 5 minutes at a time
+MAX_CARRY_S = 60.0  # a part's last window is cut again with the next part when this much audio or less is left
 PARTS_AHEAD = 2  # parts queued before the oldest one's results are collected (memory: ~30 MB a part)
 QUEUED_AUDIO_S = 40 * 60  # audio queued on the model at once, all files together (memory: ~100 MB a queued hour
 # of features and samples): many short files in flight, a few long ones
@@ -113,16 +114,13 @@ class FasterWhisperEngine(Engine):
         windows, duration_s = 0, 0.0
         held: list[float] = []
         try:
-            for offset_s, samples in parts:
-                cut = speech_windows(samples, vad=options.vad_filter, offset_s=offset_s, first_index=windows)
-                whole_file = windows == 0 and offset_s + len(samples) / SAMPLE_RATE >= total_s - 1e-6
-                windows += len(cut)
+            for cut, whole_file, reached_s in _cut_parts(parts, options.vad_filter, total_s):
+                windows, duration_s = windows + len(cut), reached_s
                 held.append(self._queued.acquire(sum(w.duration_s for w in cut)))
                 queued.append(self._submit(job, cut, options, self.pool.scheduler(slot), whole_file))
                 while len(queued) > PARTS_AHEAD:
                     results += [f.result() for f in queued.pop(0)]
                     self._queued.release(held.pop(0))
-                duration_s = offset_s + len(samples) / SAMPLE_RATE
             for part in queued:
                 results += [f.result() for f in part]
         finally:
@@ -211,6 +209,29 @@ class AudioBudget:
         with self._cond:
             self.queued = max(0.0, self.queued - seconds)
             self._cond.notify_all()
+
+
+def _cut_parts(
+    parts: Iterable[tuple[float, np.ndarray]], vad: bool, total_s: float
+) -> Iterator[tuple[list[Window], bool, float]]:
+    """Each (offset_s, samples) part's windows, whether they are all of the file's, and the file time the part
+    reaches. A part's last window is cut again with the next part, so no window ends at a part's edge with
+    room left in it: a long file gets the windows it would get cut in one piece (a row fewer a part)."""
+    index, carry, carry_offset_s = 0, None, 0.0
+    for offset_s, samples in parts:
+        if carry is not None:
+            samples, offset_s = np.concatenate([carry, samples]), carry_offset_s
+        end_s = offset_s + len(samples) / SAMPLE_RATE
+        last = end_s >= total_s - 1e-6
+        cut = speech_windows(samples, vad=vad, offset_s=offset_s, first_index=index)
+        carry = None
+        if not last and cut:
+            start = round((cut[-1].file_start_s - offset_s) * SAMPLE_RATE)
+            if (len(samples) - start) / SAMPLE_RATE <= MAX_CARRY_S:
+                cut.pop()
+                carry, carry_offset_s = samples[start:], offset_s + start / SAMPLE_RATE
+        yield cut, index == 0 and last, end_s
+        index += len(cut)
 
 
 def _transcript(job: FileJob, results: list[RowResult], duration_s: float, options: TranscribeOptions) -> Transcript:

@@ -109,3 +109,28 @@ def test_gpu_engines_in_fp16(engine, compute_type, batch_size, audio, clips, ses
     transcript = load_engine(opts, session_cache).transcribe(audio["en.wav"], opts)
     assert transcript.language == "en"
     assert wer(clips["en.wav"]["text"], transcript.text) < ENGLISH_WER_BOUND
+
+
+def test_a_file_read_in_parts_gets_the_windows_it_gets_in_one_piece(tmp_path: Path) -> None:
+    """A long file is read in parts; each part's last window is cut again with the next part, so the parts'
+    edges cost no extra rows."""
+    from batchscribe.engines.faster import _cut_parts
+    from batchscribe.longform import pcm_windows
+    from batchscribe.windows import speech_windows
+
+    rng = np.random.default_rng(0)
+    clips = [load_audio(decode_audio(SPEECH / n, tmp_path / f"{n}.pcm").path) for n in ("en.wav", "en2.mp3")]
+    pieces = [p for _ in range(6) for c in clips for p in (c, np.zeros(int(rng.uniform(0.3, 1.5) * 16000), np.float32))]
+    audio = np.concatenate(pieces)  # about 2.5 minutes of speech with short pauses
+    path = tmp_path / "talk.pcm"
+    path.write_bytes((audio * 32767).astype("<i2").tobytes())
+    total_s = len(audio) / 16000
+    whole = speech_windows(audio, vad=True)
+    cuts = list(_cut_parts(pcm_windows(path, 40.0), True, total_s))
+    parted = [w for cut, _, _ in cuts for w in cut]
+    assert len(cuts) >= 4 and [w.index for w in parted] == list(range(len(parted)))
+    assert len(parted) == len(whole), ([w.duration_s for w in parted], [w.duration_s for w in whole])
+    assert sum(w.duration_s for w in parted) == pytest.approx(sum(w.duration_s for w in whole), rel=0.02)
+    assert not any(whole_file for _, whole_file, _ in cuts) and cuts[-1][2] == pytest.approx(total_s, abs=1e-3)
+    one = list(_cut_parts([(0.0, audio[: 20 * 16000])], True, 20.0))
+    assert len(one) == 1 and one[0][1]  # a file in one part is its whole file
