@@ -25,12 +25,15 @@ demo: $(STAMP)
 # Real recorded voices for the diarization tests and bench (one voice talent per package; GPL / CC BY-SA).
 VOICE_PACKAGES := asterisk-prompt-fr-armelle asterisk-prompt-it-menardi-wav asterisk-prompt-es-co asterisk-core-sounds-en-wav
 
-## Run the test suite (starts its own Prefect server on 127.0.0.1; as root, installs Debian chromium for the UI test
-## and the voice packages for the diarization tests).
+## Run the test suite (starts its own Prefect server on 127.0.0.1; as root, installs Debian chromium for the UI test,
+## Debian ffmpeg beside the bundled one and the voice packages for the real-voice tests).
 test: $(STAMP)
 	@command -v chromium >/dev/null || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	  else echo "no chromium and no root apt-get: tests/deployments/test_ui.py will skip"; fi
+	@command -v ffmpeg >/dev/null || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ffmpeg; \
+	  else echo "no ffmpeg on PATH and no root apt-get: the system-ffmpeg cases of tests/tasks/test_audio.py will skip"; fi
 	@dpkg -s $(VOICE_PACKAGES) >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(VOICE_PACKAGES); \
 	  else echo "no voice packages and no root apt-get: the real-voice diarization tests will skip"; fi
