@@ -117,8 +117,10 @@ def test_a_clips_words_vary_little_with_its_row_partners(engine) -> None:
 
     clips = {}
     for path in prompt_files("allison")[::9]:
+        if len(clips) == 22:
+            break
         clip = _trim(_decode(path))
-        if 0.8 <= len(clip) / SAMPLE_RATE <= 3.0 and len(clips) < 22:
+        if 0.8 <= len(clip) / SAMPLE_RATE <= 3.0:
             clips[path.stem] = clip
     readings = []
     for seed in (0, 1):
