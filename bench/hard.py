@@ -28,6 +28,7 @@ for (c) the windows decoded again by the guard and the time they cost, and the s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -244,16 +245,22 @@ def normalized(text: str, language: str) -> str:
     """Text as the Whisper paper scores it: Whisper's English normalizer for English (spelling, contractions,
     numbers), its basic one elsewhere with accents stripped and numbers in words written as digits
     (text2num: French, Spanish, Italian), so that "20" against "venti" is no error."""
-    from whisper.normalizers import BasicTextNormalizer, EnglishTextNormalizer
-
     if language == "en":
-        return EnglishTextNormalizer()(text)
+        return _normalizers()[0](text)
     text = text.replace("'", "").replace("’", "")  # an elision is one word: "qu'en", "l'hygiene"
     if language in NUMBER_LANGUAGES:
         from text_to_num import alpha2digit
 
         text = alpha2digit(text, language, threshold=0)  # "zero" too, as "0"
-    return BasicTextNormalizer(remove_diacritics=True)(text)
+    return _normalizers()[1](text)
+
+
+@functools.cache
+def _normalizers() -> tuple:
+    """Whisper's English and basic normalizers, built once (the English one reads its spelling table)."""
+    from whisper.normalizers import BasicTextNormalizer, EnglishTextNormalizer
+
+    return EnglishTextNormalizer(), BasicTextNormalizer(remove_diacritics=True)
 
 
 NUMBER_LANGUAGES = ("fr", "es", "it")  # text2num writes their numbers as digits
