@@ -44,6 +44,11 @@ class BatchDecoder:
         self._suppress: tuple[int, ...] | None = None
 
     @property
+    def lanes(self) -> int:
+        """Batches the model decodes at once: its CTranslate2 workers, which share one copy of the weights."""
+        return int(getattr(self.model.model, "num_workers", 1))
+
+    @property
     def multilingual(self) -> bool:
         return bool(self.model.model.is_multilingual)
 

@@ -1,20 +1,24 @@
 """The window scheduler: one model, many files. Windows of every file in flight share the model's batches.
 
 Each file's transcribe task cuts its audio into speech windows (`batchscribe.windows`), hands them to the
-scheduler of the loaded model and waits for its words; the scheduler's thread takes the oldest windows
-waiting, from any file, up to the batch size, and decodes them together (`batchscribe.decoding`). A file
-whose language is not given takes the one detected on its first window, and keeps it. A row that fails the
-decoder's checks is cut in two and both halves go to the front of the queue, to be decoded in the next
-batch beside other files' windows; `guard.second_opinion` then picks the reading. A GPU out-of-memory
-halves the batch size and decodes the same windows again in halves; after RAISE_AFTER_BATCHES full batches
-at the lowered size the next size up is tried again (never above the asked one). At batch size 1 the error
-reaches the file's task, which falls back to the CPU. A batch that fails otherwise is decoded again one
-window at a time, so that only the file whose window fails hears of it; the others get a warning.
+scheduler of the loaded model and waits for its words; each of the scheduler's lanes (one thread per batch
+the model can decode at once: two on the CPU, one on a GPU) takes the oldest windows waiting, from any file,
+up to the batch size, and decodes them together (`batchscribe.decoding`). When fewer windows wait than fill
+a batch for every lane, a lane takes its share of them, so that the lanes finish together. A file whose
+language is not given takes the one detected on its first window, and keeps it: its other windows wait until
+then. A row that fails the decoder's checks is cut in two and both halves go to the front of the queue, to
+be decoded in the next batch beside other files' windows; `guard.second_opinion` then picks the reading. A
+GPU out-of-memory halves the batch size and decodes the same windows again in halves; after
+RAISE_AFTER_BATCHES full batches at the lowered size the next size up is tried again (never above the asked
+one). At batch size 1 the error reaches the file's task, which falls back to the CPU. A batch that fails
+otherwise is decoded again one window at a time, so that only the file whose window fails hears of it; the
+others get a warning.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -34,6 +38,7 @@ from batchscribe.windows import MAX_WINDOW_S, Window, split_window
 logger = logging.getLogger(__name__)
 
 LINGER_S = 0.05  # a batch that is not full waits this long for windows from other files
+MIN_LANE_ROWS = 2  # a lane takes its share of the waiting rows, but at least this many (or all there are)
 # After an out-of-memory, this many full batches at the lowered size before the next size up is tried
 # again; doubled after each out-of-memory, so a size that keeps failing is tried less and less often.
 RAISE_AFTER_BATCHES = 50
@@ -46,6 +51,7 @@ class FileJob:
     name: str
     language: str | None
     language_probability: float = 1.0
+    detecting: bool = False  # its first window is being decoded: its other windows wait for the language
     redecoded: int = 0  # windows the guard decoded again, as two shorter rows
     guard_s: float = 0.0  # this file's share of the batches that decoded them again
     model_s: float = 0.0  # the file's share of the model's time: each batch's time split over its rows
@@ -75,25 +81,37 @@ class _Item:
 
 
 class WindowScheduler:
-    """Batches windows across files onto one model; thread-safe, with one decoding thread of its own."""
+    """Batches windows across files onto one model; thread-safe, with a decoding thread per lane."""
 
-    def __init__(self, decoder: BatchDecoder, *, name: str = "batchscribe-scheduler", start: bool = True) -> None:
-        """`start=False` queues windows without decoding them until `start()` (to batch a known set at once)."""
+    def __init__(
+        self, decoder: BatchDecoder, *, name: str = "batchscribe-scheduler", start: bool = True, lanes: int | None = None
+    ) -> None:
+        """`start=False` queues windows without decoding them until `start()` (to batch a known set at once);
+        `lanes`: batches decoded at once (default: as many as the model runs at once, `decoder.lanes`)."""
         self.decoder = decoder
+        self.lanes = max(1, decoder.lanes if lanes is None else lanes)
         self.batch_limit: int | None = None  # lowered after an out-of-memory, raised again after full batches
         self._ooms, self._fitted = 0, 0  # out-of-memory errors so far; full batches since the limit last moved
         self.batch_sizes: list[int] = []  # rows of every batch handed to the model, in order (for tests and logs)
         self.languages = packing.LanguagePrior()
         self._queue: deque[_Item] = deque()
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._cond = threading.Condition()  # guards the queue and what lanes share: jobs, languages, futures
+        self._threads = [
+            threading.Thread(target=self._loop, name=name if i == 0 else f"{name}-lane{i}", daemon=True)
+            for i in range(self.lanes)
+        ]
+        self._started = False
         if start:
             self.start()
 
     def start(self) -> None:
         """Start decoding (once)."""
-        if not self._thread.is_alive():
-            self._thread.start()
+        with self._cond:
+            if self._started:
+                return
+            self._started = True
+        for thread in self._threads:
+            thread.start()
 
     def submit(
         self,
@@ -130,7 +148,7 @@ class WindowScheduler:
             )
         with self._cond:
             self._queue.extend(items)
-            self._cond.notify()
+            self._cond.notify_all()
         return [item.future for item in items]
 
     def _loop(self) -> None:
@@ -164,19 +182,27 @@ class WindowScheduler:
         started = time.perf_counter()
         results = self._run(batch)
         share = (time.perf_counter() - started) / len(batch)
-        for item in batch:
-            item.job.model_s += share  # the file's model time: its share of each batch, no waiting
-            if item.parent is not None:
-                item.job.guard_s += share
+        with self._cond:
+            for item in batch:
+                item.job.model_s += share  # the file's model time: its share of each batch, no waiting
+                if item.parent is not None:
+                    item.job.guard_s += share
         return results
 
     def _fail(self, item: _Item, error: BaseException) -> None:
-        while item.parent is not None:
-            item = item.parent
-        if not item.future.done():
-            item.future.set_exception(error)
+        with self._cond:
+            while item.parent is not None:
+                item = item.parent
+            item.job.detecting = False  # its other windows wait no longer (they decode as English)
+            self._cond.notify_all()
+            if not item.future.done():
+                item.future.set_exception(error)
 
     def _deliver(self, batch: list[_Item], results: list[RowResult]) -> None:
+        with self._cond:  # lanes deliver one at a time: two halves of one window may end in two lanes
+            self._deliver_locked(batch, results)
+
+    def _deliver_locked(self, batch: list[_Item], results: list[RowResult]) -> None:
         again: list[_Item] = []
         for item, result in zip(batch, results):
             halves = None
@@ -202,9 +228,8 @@ class WindowScheduler:
                 parent.job.redecoded += 1
                 parent.future.set_result(chosen)
         if again:
-            with self._cond:
-                self._queue.extendleft(reversed(again))  # first in the next batches, beside other files' windows
-                self._cond.notify()
+            self._queue.extendleft(reversed(again))  # first in the next batches, beside other files' windows
+            self._cond.notify_all()
 
     def _half(self, item: _Item, window: Window) -> _Item:
         return _Item(item.job, self._for_window(item.request, window), item.key, parent=item)
@@ -214,28 +239,47 @@ class WindowScheduler:
         return replace(request, window=window, features=self.decoder.features(window))
 
     def _next_batch(self) -> list[_Item]:
+        while not (batch := self._take()):  # another lane took what this one waited for
+            pass
+        return batch
+
+    def _take(self) -> list[_Item]:
         with self._cond:
-            while not self._queue:
+            while not any(self._ready(i) for i in self._queue):
                 self._cond.wait()
-            key = self._queue[0].key
+            key = next(i for i in self._queue if self._ready(i)).key
             size = min(key.batch_size, self.batch_limit or key.batch_size)
             deadline = time.monotonic() + LINGER_S
-            while _RowCount.of(i for i in self._queue if i.key == key).rows < size:
+            while (waiting := _RowCount.of(i for i in self._queue if i.key == key and self._ready(i)).rows) < size:
                 if (left := deadline - time.monotonic()) <= 0:
                     break
                 self._cond.wait(left)
+            if self.lanes > 1:  # a share of what waits, so that the lanes end together
+                size = min(size, max(math.ceil(waiting / self.lanes), MIN_LANE_ROWS))
             batch: list[_Item] = []
             count = _RowCount()
             kept: deque[_Item] = deque()
+            deciding: set[int] = set()  # jobs whose first window is in this batch
             while self._queue:
                 item = self._queue.popleft()
-                if item.key == key and count.with_item(item).rows <= size:
+                ready = self._ready(item) or id(item.job) in deciding
+                if ready and item.key == key and count.with_item(item).rows <= size:
                     batch.append(item)
                     count = count.with_item(item)
+                    if item.job.language is None and _first(item):
+                        item.job.detecting = True
+                        deciding.add(id(item.job))
                 else:
                     kept.append(item)
             self._queue = kept
+            if self._queue:
+                self._cond.notify()  # the other lanes' share
             return batch
+
+    @staticmethod
+    def _ready(item: _Item) -> bool:
+        """Whether `item` may be decoded now: not while its file's first window is detecting the language."""
+        return item.job.language is not None or not item.job.detecting or _first(item)
 
     def _run(self, batch: list[_Item]) -> list[RowResult]:
         """Decode `batch`; on an out-of-memory, halve the batch limit and decode it again in batches that fit.
@@ -296,7 +340,7 @@ class WindowScheduler:
         detected = self.decoder.detect(requests, encoded)
         for row, (language, probability) in zip(rows, detected):
             item = row[0]
-            if item.job.language is None and item.request.window.index == 0 and item.parent is None:
+            if item.job.language is None and _first(item):
                 self._decide(item.job, language, probability)
         languages = [row[0].job.language or "en" for row in rows]
         results = self.decoder.decode(requests, languages, encoded, detected)
@@ -318,9 +362,16 @@ class WindowScheduler:
             self._decide(item.job, language, probability)
 
     def _decide(self, job: FileJob, language: str, probability: float) -> None:
-        job.language, job.language_probability = language, probability
-        self.languages.observe(language, probability)
+        with self._cond:
+            job.language, job.language_probability, job.detecting = language, probability, False
+            self.languages.observe(language, probability)
+            self._cond.notify_all()  # its other windows, held back, may go
         logger.info("Detected language '%s' with probability %.2f for %s", language, probability, job.name)
+
+
+def _first(item: _Item) -> bool:
+    """The file's first window (the one its language is detected on), not a half of it."""
+    return item.request.window.index == 0 and item.parent is None
 
 
 def _group(item: _Item) -> tuple:

@@ -22,10 +22,13 @@ class Run:
     scheduler: WindowScheduler
 
 
-def decode_files(decoder: BatchDecoder, files: dict[str, np.ndarray], languages: dict[str, str | None]) -> Run:
+def decode_files(
+    decoder: BatchDecoder, files: dict[str, np.ndarray], languages: dict[str, str | None], lanes: int | None = None
+) -> Run:
     """Every window of every file (name -> samples) through one fresh scheduler started after all are
-    queued, each file with its language from `languages` (None: detected)."""
-    scheduler = WindowScheduler(decoder, start=False)
+    queued, each file with its language from `languages` (None: detected), in `lanes` lanes (default: the
+    model's)."""
+    scheduler = WindowScheduler(decoder, start=False, lanes=lanes)
     jobs, futures = {}, {}
     for name, samples in files.items():
         jobs[name] = FileJob(name, languages[name])

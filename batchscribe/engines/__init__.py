@@ -16,7 +16,8 @@ _engines_lock = threading.Lock()
 
 def _key(options: TranscribeOptions, cache_dir: Path) -> tuple[str, ...]:
     devices = ",".join(map(str, options.device_index))
-    return (options.engine, options.model, options.device, devices, options.compute_type, str(cache_dir))
+    mode = "scheduled" if options.batch_size > 1 else "sequential"  # a CPU model's lanes differ (engines.faster)
+    return (options.engine, options.model, options.device, devices, options.compute_type, mode, str(cache_dir))
 
 
 def register_engine(engine: Engine, cache_dir: Path) -> None:

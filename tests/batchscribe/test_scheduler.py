@@ -150,7 +150,7 @@ class OutOfMemoryDecoder(BatchDecoder):
 
 
 def test_out_of_memory_halves_the_batch(engine, audio, clips) -> None:
-    scheduler = WindowScheduler(OutOfMemoryDecoder(engine.model), start=False)
+    scheduler = WindowScheduler(OutOfMemoryDecoder(engine.model), start=False, lanes=1)  # a GPU: one lane
     jobs = [FileJob(f"f{i}", "en") for i in range(5)]
     long = np.concatenate([audio["en2.mp3"], audio["en.wav"]])  # one window too long to share a row
     futures = [
@@ -189,7 +189,7 @@ class OutOfMemoryOnceDecoder(BatchDecoder):
 
 def test_the_batch_size_comes_back_after_full_batches_at_the_lowered_size(engine, audio, clips, monkeypatch) -> None:
     monkeypatch.setattr(scheduler_module, "RAISE_AFTER_BATCHES", 2)
-    scheduler = WindowScheduler(OutOfMemoryOnceDecoder(engine.model), start=False)
+    scheduler = WindowScheduler(OutOfMemoryOnceDecoder(engine.model), start=False, lanes=1)
     jobs = [FileJob(f"f{i}", "en") for i in range(4)]
     long = np.concatenate([audio["en2.mp3"], audio["en.wav"]])  # one window too long to share a row
     windows = speech_windows(long, vad=True)
@@ -252,3 +252,28 @@ def test_a_window_that_fails_fails_only_its_own_file(engine, audio, clips, caplo
     logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("cannot decode this window" in m and "good" in m and "bad" in m for m in logged), logged
     assert any("ValueError: cannot decode this window" in w and "decoded alone" in w for w in good.warnings)
+
+
+def test_two_lanes_share_a_file_and_hear_what_one_lane_hears(engine) -> None:
+    """On the CPU the model decodes two batches at once, each on its share of the cores. A Spanish file of
+    several windows, its language not given: one lane detects the language on the first window while the
+    other lane's windows wait for it, and the words are those one lane hears."""
+    from batchscribe.engines.faster import CPU_LANES, cpu_threads
+    from tests.scheduling import decode_files
+    from tests.voices import missing_voices, monologue
+
+    decoder = BatchDecoder(engine.model)
+    assert decoder.lanes == min(CPU_LANES, cpu_threads())
+    if decoder.lanes < 2:
+        pytest.skip("one core: one lane")
+    if missing := missing_voices(("july",)):
+        pytest.skip(f"needs {', '.join(missing)} (make test installs it as root)")
+    audio = monologue("july", duration_s=130)
+    windows = len(speech_windows(audio, vad=True))
+    assert 4 <= windows <= 8
+    one = decode_files(decoder, {"es": audio}, {"es": None}, lanes=1)
+    two = decode_files(decoder, {"es": audio}, {"es": None}, lanes=2)
+    assert one.scheduler.batch_sizes == [windows]
+    assert sum(two.scheduler.batch_sizes) == windows and max(two.scheduler.batch_sizes) <= (windows + 1) // 2
+    assert one.jobs["es"].language == two.jobs["es"].language == "es"
+    assert [r.text for r in two.results["es"]] == [r.text for r in one.results["es"]]
