@@ -84,7 +84,12 @@ class WindowScheduler:
     """Batches windows across files onto one model; thread-safe, with a decoding thread per lane."""
 
     def __init__(
-        self, decoder: BatchDecoder, *, name: str = "batchscribe-scheduler", start: bool = True, lanes: int | None = None
+        self,
+        decoder: BatchDecoder,
+        *,
+        name: str = "batchscribe-scheduler",
+        start: bool = True,
+        lanes: int | None = None,
     ) -> None:
         """`start=False` queues windows without decoding them until `start()` (to batch a known set at once);
         `lanes`: batches decoded at once (default: as many as the model runs at once, `decoder.lanes`)."""
