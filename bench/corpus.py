@@ -10,6 +10,7 @@ The music bed is `asterisk-moh-opsound-wav` (CC-BY-SA-3.0, opsound.org).
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import subprocess
 from functools import cache
@@ -45,9 +46,14 @@ def _path(relative: str) -> Path:
 
 
 def ffmpeg() -> str:
-    from batchscribe.audio import ffmpeg_exe
+    """The ffmpeg that builds the corpora: the bundled one (pinned with the package), so that every machine
+    builds the same files; `$BATCHSCRIBE_FFMPEG` when set. Another build encodes and resamples to slightly
+    different samples, and on hard audio that changes words."""
+    if env := os.environ.get("BATCHSCRIBE_FFMPEG"):
+        return env
+    import imageio_ffmpeg
 
-    return ffmpeg_exe()
+    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def decode(path: Path | str, rate: int = SAMPLE_RATE) -> np.ndarray:

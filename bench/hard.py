@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from children import environment  # noqa: E402
-from corpus import SAMPLE_RATE, encode, music, pause, prompts  # noqa: E402
+from corpus import SAMPLE_RATE, encode, ffmpeg, music, pause, prompts  # noqa: E402
 
 CONFIGS = ("b1-faster-sequential", "b2-faster-batched8", "c-batchscribe", "c-batchscribe-again")
 
@@ -368,6 +368,7 @@ def main() -> None:
         return
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    os.environ["BATCHSCRIBE_FFMPEG"] = ffmpeg()  # the corpus's ffmpeg decodes it for every configuration
     from batchscribe import weights
 
     base_cache = out / "cache"
