@@ -102,6 +102,7 @@ def build_corpus(folder: Path, n_short: int, long_minutes: float, seed: int = 0)
 
     short = []
     orders = {lang: rng.sample(range(len(p)), len(p)) for lang, p in pools.items()}
+    talk_state = rng.getstate()  # the talk is drawn from here, so it is the same whatever n_short is
     for i in range(n_short):
         lang = "es" if i % 4 == 3 else "en"
         if len(orders[lang]) < 8:
@@ -112,6 +113,7 @@ def build_corpus(folder: Path, n_short: int, long_minutes: float, seed: int = 0)
         short.append({"path": str(dest), "text": text, "language": lang, "duration_s": len(pcm) / SAMPLE_RATE})
     long = []
     if long_minutes > 0:
+        rng.setstate(talk_state)
         talk = rng.sample([p for p in pools["en"] if len(p[0]) > 2 * SAMPLE_RATE], 60)  # sentences repeat
         order = [rng.randrange(len(talk)) for _ in range(int(long_minutes * 60 / 2))]
         pcm, text = join(talk, long_minutes * 60, order, max_s=long_minutes * 60 + 30)
