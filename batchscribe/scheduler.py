@@ -5,14 +5,14 @@ scheduler of the loaded model and waits for its words; each of the scheduler's l
 the model can decode at once: two on the CPU, one on a GPU) takes the oldest windows waiting, from any file,
 up to the batch size, and decodes them together (`batchscribe.decoding`). When fewer windows wait than fill
 a batch for every lane, a lane takes its share of them, so that the lanes finish together. A file whose
-language is not given takes the one detected on its first window, and keeps it: its other windows wait until
-then. A row that fails the decoder's checks is cut in two and both halves go to the front of the queue, to
-be decoded in the next batch beside other files' windows; `guard.second_opinion` then picks the reading. A
-GPU out-of-memory halves the batch size and decodes the same windows again in halves; after
-RAISE_AFTER_BATCHES full batches at the lowered size the next size up is tried again (never above the asked
-one). At batch size 1 the error reaches the file's task, which falls back to the CPU. A batch that fails
-otherwise is decoded again one window at a time, so that only the file whose window fails hears of it; the
-others get a warning.
+language is not given takes the one detected on its first window, and keeps it: another lane encodes the
+file's other windows meanwhile, and waits for the language before it decodes them. A row that fails the
+decoder's checks is cut in two and both halves go to the front of the queue, to be decoded in the next batch
+beside other files' windows; `guard.second_opinion` then picks the reading. A GPU out-of-memory halves the
+batch size and decodes the same windows again in halves; after RAISE_AFTER_BATCHES full batches at the
+lowered size the next size up is tried again (never above the asked one). At batch size 1 the error reaches
+the file's task, which falls back to the CPU. A batch that fails otherwise is decoded again one window at a
+time, so that only the file whose window fails hears of it; the others get a warning.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from batchscribe.windows import MAX_WINDOW_S, Window, split_window
 logger = logging.getLogger(__name__)
 
 LINGER_S = 0.05  # a batch that is not full waits this long for windows from other files
-MIN_LANE_ROWS = 2  # a lane takes its share of the waiting rows, but at least this many (or all there are)
+MIN_LANE_ROWS = 4  # a lane takes its share of the waiting rows, but at least this many (or all there are)
 # After an out-of-memory, this many full batches at the lowered size before the next size up is tried
 # again; doubled after each out-of-memory, so a size that keeps failing is tried less and less often.
 RAISE_AFTER_BATCHES = 50
@@ -51,7 +51,7 @@ class FileJob:
     name: str
     language: str | None
     language_probability: float = 1.0
-    detecting: bool = False  # its first window is being decoded: its other windows wait for the language
+    detecting: bool = False  # its first window is being decoded: its other windows' rows wait for the language
     redecoded: int = 0  # windows the guard decoded again, as two shorter rows
     guard_s: float = 0.0  # this file's share of the batches that decoded them again
     model_s: float = 0.0  # the file's share of the model's time: each batch's time split over its rows
@@ -250,12 +250,12 @@ class WindowScheduler:
 
     def _take(self) -> list[_Item]:
         with self._cond:
-            while not any(self._ready(i) for i in self._queue):
+            while not self._queue:
                 self._cond.wait()
-            key = next(i for i in self._queue if self._ready(i)).key
+            key = self._queue[0].key
             size = min(key.batch_size, self.batch_limit or key.batch_size)
             deadline = time.monotonic() + LINGER_S
-            while (waiting := _RowCount.of(i for i in self._queue if i.key == key and self._ready(i)).rows) < size:
+            while (waiting := _RowCount.of(i for i in self._queue if i.key == key).rows) < size:
                 if (left := deadline - time.monotonic()) <= 0:
                     break
                 self._cond.wait(left)
@@ -264,27 +264,19 @@ class WindowScheduler:
             batch: list[_Item] = []
             count = _RowCount()
             kept: deque[_Item] = deque()
-            deciding: set[int] = set()  # jobs whose first window is in this batch
             while self._queue:
                 item = self._queue.popleft()
-                ready = self._ready(item) or id(item.job) in deciding
-                if ready and item.key == key and count.with_item(item).rows <= size:
+                if item.key == key and count.with_item(item).rows <= size:
                     batch.append(item)
                     count = count.with_item(item)
                     if item.job.language is None and _first(item):
                         item.job.detecting = True
-                        deciding.add(id(item.job))
                 else:
                     kept.append(item)
             self._queue = kept
             if self._queue:
                 self._cond.notify()  # the other lanes' share
             return batch
-
-    @staticmethod
-    def _ready(item: _Item) -> bool:
-        """Whether `item` may be decoded now: not while its file's first window is detecting the language."""
-        return item.job.language is not None or not item.job.detecting or _first(item)
 
     def _run(self, batch: list[_Item]) -> list[RowResult]:
         """Decode `batch`; on an out-of-memory, halve the batch limit and decode it again in batches that fit.
@@ -347,6 +339,7 @@ class WindowScheduler:
             item = row[0]
             if item.job.language is None and _first(item):
                 self._decide(item.job, language, probability)
+        self._await_languages(rows)
         languages = [row[0].job.language or "en" for row in rows]
         results = self.decoder.decode(requests, languages, encoded, detected)
         by_item: dict[int, RowResult] = {}
@@ -354,6 +347,13 @@ class WindowScheduler:
             parts = [result] if packed is None else packing.split_back(packed, result)
             by_item.update((id(item), part) for item, part in zip(row, parts))
         return [by_item[id(item)] for item in batch]
+
+    def _await_languages(self, rows: list[list[_Item]]) -> None:
+        """Wait, encoder work done, for the language of each file whose first window another lane is decoding
+        (that lane decides it as soon as its own encoder pass is done)."""
+        with self._cond:
+            while any(row[0].job.language is None and row[0].job.detecting for row in rows):
+                self._cond.wait()
 
     def _detect_clips(self, batch: list[_Item]) -> None:
         """The language of each short file that has none yet, from a short encoder pass over its first window."""
