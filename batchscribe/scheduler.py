@@ -370,7 +370,7 @@ class WindowScheduler:
         with self._cond:
             job.language, job.language_probability, job.detecting = language, probability, False
             self.languages.observe(language, probability)
-            self._cond.notify_all()  # its other windows, held back, may go
+            self._cond.notify_all()  # rows of its other windows, waiting in another lane, go on
         logger.info("Detected language '%s' with probability %.2f for %s", language, probability, job.name)
 
 
