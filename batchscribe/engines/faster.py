@@ -35,10 +35,12 @@ logger = logging.getLogger(__name__)
 STREAM_PART_S = 5 * 60  # a long file is read, cut into windows and queued 5 minutes at a time
 MAX_CARRY_S = 60.0  # a part's last window is cut again with the next part when this much audio or less is left
 PARTS_AHEAD = 2  # parts queued before the oldest one's results are collected (memory: ~30 MB a part)
-# Batches decoded at once on the CPU, each on its share of the cores: beam search uses a second core poorly
-# (1.3x faster on two than on one), so two batches side by side keep both cores busy. One on a GPU, and one
-# for the sequential decoder (batch size 1), which decodes a file window after window on all the cores.
-CPU_LANES = 2
+# Batches decoded at once on the CPU, each on its share of the cores (`BATCHSCRIBE_CPU_LANES`; one by default).
+# Beam search uses a second core poorly (1.3x faster on two than on one), so two lanes side by side decode
+# long files and 8-25 s files faster with the same words; but short clips packed into shared rows came out
+# about 4 WER points worse with two (docs/performance.md), so one is the default. A GPU has one lane, and so
+# does the sequential decoder (batch size 1), which decodes a file window after window on all the cores.
+CPU_LANES = int(os.environ.get("BATCHSCRIBE_CPU_LANES", "1"))
 QUEUED_AUDIO_S = 40 * 60  # audio queued on the model at once, all files together (memory: ~100 MB a queued hour
 # of features and samples): many short files in flight, a few long ones
 
