@@ -2,17 +2,18 @@
 
 Each file's transcribe task cuts its audio into speech windows (`batchscribe.windows`), hands them to the
 scheduler of the loaded model and waits for its words; each of the scheduler's lanes (one thread per batch
-the model can decode at once: two on the CPU, one on a GPU) takes the oldest windows waiting, from any file,
-up to the batch size, and decodes them together (`batchscribe.decoding`). When fewer windows wait than fill
-a batch for every lane, a lane takes its share of them, so that the lanes finish together. A file whose
-language is not given takes the one detected on its first window, and keeps it: another lane encodes the
-file's other windows meanwhile, and waits for the language before it decodes them. A row that fails the
-decoder's checks is cut in two and both halves go to the front of the queue, to be decoded in the next batch
-beside other files' windows; `guard.second_opinion` then picks the reading. A GPU out-of-memory halves the
-batch size and decodes the same windows again in halves; after RAISE_AFTER_BATCHES full batches at the
-lowered size the next size up is tried again (never above the asked one). At batch size 1 the error reaches
-the file's task, which falls back to the CPU. A batch that fails otherwise is decoded again one window at a
-time, so that only the file whose window fails hears of it; the others get a warning.
+the model can decode at once: one by default, two on the CPU with BATCHSCRIBE_CPU_LANES=2) takes the oldest
+windows waiting, from any file, up to the batch size, and decodes them together (`batchscribe.decoding`).
+When fewer windows wait than fill a batch for every lane, a lane takes its share of them, so that the lanes
+finish together. A file whose language is not given takes the one detected on its first window, and keeps
+it: another lane encodes the file's other windows meanwhile, and waits for the language before it decodes
+them. A row that fails the decoder's checks is cut in two and both halves go to the front of the queue, to
+be decoded in the next batch beside other files' windows; `guard.second_opinion` then picks the reading. A
+GPU out-of-memory halves the batch size and decodes the same windows again in halves; after
+RAISE_AFTER_BATCHES full batches at the lowered size the next size up is tried again (never above the asked
+one). At batch size 1 the error reaches the file's task, which falls back to the CPU. A batch that fails
+otherwise is decoded again one window at a time, so that only the file whose window fails hears of it; the
+others get a warning.
 """
 
 from __future__ import annotations
