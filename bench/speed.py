@@ -26,6 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from corpus import decode, encode, ffmpeg  # noqa: E402  (the corpora's pinned ffmpeg)
+
 CLIP_SOURCES = [  # (file, transcripts json, key)
     *[
         (ROOT / "tests/fixtures/speech" / k, ROOT / "tests/fixtures/speech/clips.json", k)
@@ -52,46 +54,6 @@ CONFIGS: dict[str, dict] = {
 
 
 # --- corpus ------------------------------------------------------------------------------------------------
-
-
-def ffmpeg() -> str:
-    from batchscribe.audio import ffmpeg_exe
-
-    return ffmpeg_exe()
-
-
-def decode(path: Path) -> np.ndarray:
-    out = subprocess.run(
-        [ffmpeg(), "-nostdin", "-v", "error", "-i", f"file:{path}", "-f", "s16le", "-ac", "1", "-ar", "16000", "-"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    return np.frombuffer(out, "<i2")
-
-
-def encode(pcm: np.ndarray, dest: Path) -> None:
-    subprocess.run(
-        [
-            ffmpeg(),
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "s16le",
-            "-ac",
-            "1",
-            "-ar",
-            "16000",
-            "-i",
-            "-",
-            "-b:a",
-            "64k",
-            f"file:{dest}",
-        ],
-        input=pcm.astype("<i2").tobytes(),
-        check=True,
-    )
 
 
 def clips() -> list[tuple[np.ndarray, str, str]]:
