@@ -16,8 +16,12 @@ _engines_lock = threading.Lock()
 
 def _key(options: TranscribeOptions, cache_dir: Path) -> tuple[str, ...]:
     devices = ",".join(map(str, options.device_index))
-    mode = "scheduled" if options.batch_size > 1 else "sequential"  # a CPU model's lanes differ (engines.faster)
-    return (options.engine, options.model, options.device, devices, options.compute_type, mode, str(cache_dir))
+    lanes = "1"
+    if options.engine == "faster-whisper":  # a CPU model loaded with two lanes serves the scheduler only
+        from batchscribe.engines.faster import model_lanes
+
+        lanes = str(model_lanes(options))
+    return (options.engine, options.model, options.device, devices, options.compute_type, lanes, str(cache_dir))
 
 
 def register_engine(engine: Engine, cache_dir: Path) -> None:

@@ -53,6 +53,14 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def model_lanes(options: TranscribeOptions) -> int:
+    """Batches a model loaded for resolved `options` decodes at once: CPU_LANES on the CPU when the window
+    scheduler decodes (within the cores each model copy has), else one."""
+    if options.device == "cuda" or options.batch_size <= 1:
+        return 1
+    return min(CPU_LANES, max(1, cpu_threads() // len(options.device_index)))
+
+
 class FasterWhisperEngine(Engine):
     def __init__(self, options: TranscribeOptions, cache_dir: Path) -> None:
         super().__init__(options)
@@ -64,7 +72,7 @@ class FasterWhisperEngine(Engine):
         source = str(local) if local else opts.model
         devices = opts.device_index  # one model copy each (on the CPU the copies share the cores)
         cores = max(1, cpu_threads() // len(devices))
-        lanes = 1 if opts.device == "cuda" or opts.batch_size <= 1 else min(CPU_LANES, cores)
+        lanes = model_lanes(opts)
         shown = (opts.model, opts.device, ",".join(map(str, devices)), opts.compute_type, source)
         logger.info("Loading faster-whisper %s (%s %s, %s) from %s", *shown)
         models = [
