@@ -102,6 +102,7 @@ class WindowScheduler:
         self.languages = packing.LanguagePrior()
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()  # guards the queue and what lanes share: jobs, languages, futures
+        self._busy = 0  # lanes decoding a batch now
         self._threads = [
             threading.Thread(target=self._loop, name=name if i == 0 else f"{name}-lane{i}", daemon=True)
             for i in range(self.lanes)
@@ -161,28 +162,37 @@ class WindowScheduler:
         while True:
             batch = self._next_batch()
             try:
-                self._deliver(batch, self._timed_run(batch))
-            except Exception as error:  # noqa: BLE001 - isolate it: each window alone, so one bad file fails alone
-                if len(batch) == 1:  # already alone: decoding it again would fail the same way
-                    self._fail(batch[0], error)
-                    continue
-                jobs = list({id(i.job): i.job for i in batch}.values())
-                reason = f"{type(error).__name__}: {error}"
-                logger.warning(
-                    "a batch of %d windows failed (%s); decoding each window alone (files: %s)",
-                    len(batch),
-                    reason,
-                    ", ".join(job.name for job in jobs),
-                )
-                message = f"a batch holding windows of this file failed ({reason}); its windows were decoded alone"
-                for job in jobs:
-                    if message not in job.warnings:
-                        job.warnings.append(message)
-                for item in batch:
-                    try:
-                        self._deliver([item], self._timed_run([item]))
-                    except BaseException as error:  # noqa: BLE001 - this window's file hears of it
-                        self._fail(item, error)
+                self._decode_batch(batch)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()  # a lane waiting for a fuller batch goes on
+
+    def _decode_batch(self, batch: list[_Item]) -> None:
+        """Decode `batch` and deliver its results; when it fails, each of its windows alone."""
+        try:
+            self._deliver(batch, self._timed_run(batch))
+        except Exception as error:  # noqa: BLE001 - isolate it: each window alone, so one bad file fails alone
+            if len(batch) == 1:  # already alone: decoding it again would fail the same way
+                self._fail(batch[0], error)
+                return
+            jobs = list({id(i.job): i.job for i in batch}.values())
+            reason = f"{type(error).__name__}: {error}"
+            logger.warning(
+                "a batch of %d windows failed (%s); decoding each window alone (files: %s)",
+                len(batch),
+                reason,
+                ", ".join(job.name for job in jobs),
+            )
+            message = f"a batch holding windows of this file failed ({reason}); its windows were decoded alone"
+            for job in jobs:
+                if message not in job.warnings:
+                    job.warnings.append(message)
+            for item in batch:
+                try:
+                    self._deliver([item], self._timed_run([item]))
+                except BaseException as error:  # noqa: BLE001 - this window's file hears of it
+                    self._fail(item, error)
 
     def _timed_run(self, batch: list[_Item]) -> list[RowResult]:
         started = time.perf_counter()
@@ -257,6 +267,11 @@ class WindowScheduler:
             size = min(key.batch_size, self.batch_limit or key.batch_size)
             deadline = time.monotonic() + LINGER_S
             while (waiting := _RowCount.of(i for i in self._queue if i.key == key).rows) < size:
+                if self._busy and waiting < 1:
+                    # Another lane decodes: rather than a row of a few clips, wait for a full row or for that
+                    # lane (a clip decodes worse in a sparse row than among others: docs/performance.md).
+                    self._cond.wait()
+                    continue
                 if (left := deadline - time.monotonic()) <= 0:
                     break
                 self._cond.wait(left)
@@ -277,6 +292,7 @@ class WindowScheduler:
             self._queue = kept
             if self._queue:
                 self._cond.notify()  # the other lanes' share
+            self._busy += bool(batch)
             return batch
 
     def _run(self, batch: list[_Item]) -> list[RowResult]:
@@ -362,10 +378,13 @@ class WindowScheduler:
         if not clips:
             return
         durations = [i.request.window.duration_s for i in clips]
-        features = packing.short_features([i.request.features for i in clips], durations)
-        for item, probabilities in zip(clips, self.decoder.language_probabilities(self.decoder.encode(features))):
-            language, probability = self.languages.choose(probabilities)
-            self._decide(item.job, language, probability)
+        found: list[dict[str, float]] = [{} for _ in clips]
+        for indices, features in packing.short_features([i.request.features for i in clips], durations):
+            for k, probabilities in zip(indices, self.decoder.language_probabilities(self.decoder.encode(features))):
+                found[k] = probabilities
+        with self._cond:  # the pile's languages as they stand: another lane may be deciding too
+            for item, probabilities in zip(clips, found):
+                self._decide(item.job, *self.languages.choose(probabilities))
 
     def _decide(self, job: FileJob, language: str, probability: float) -> None:
         with self._cond:

@@ -6,10 +6,15 @@ The clips are the scheduler bench's 1-3 s prompts of five voice talents (three i
 Spanish, French, Italian and Russian), met in a shuffled order as a pile of files would be. Printed per
 method: accuracy against the known language, per language, and encoder time per clip:
 
-  full     each clip padded to 30 s and detected alone (what a clip decoded alone costs)
-  short    each clip encoded at its own length (at least 1 s), detected alone
+  full         each clip padded to 30 s and detected alone (what a clip decoded alone costs)
+  own          each clip encoded alone at its own length (at least 1 s): the previous release, for a clip
+               met alone
+  own-in-8     each clip at the length of the longest of its batch of 8: the previous release, for a clip
+               met with seven others (its language depended on theirs)
+  short        each clip at its length rounded up to 4 s (`batchscribe.packing.detect_frames`), whatever
+               shares its pass
   short+prior  the same, weighed by the languages decided so far (`batchscribe.packing.LanguagePrior`):
-           what the scheduler does
+               what the scheduler does
 """
 
 from __future__ import annotations
@@ -59,15 +64,25 @@ def main() -> None:
 
     results: dict[str, list[str]] = {}
     seconds: dict[str, float] = {}
-    for method in ("full", "short"):
+
+    def own_length(group: list[np.ndarray], durations: list[float]) -> np.ndarray:
+        frames = max(max(100, int(np.ceil(d * 100))) for d in durations)
+        return np.ascontiguousarray(np.stack([f[:, : frames + frames % 2] for f in group]), np.float32)
+
+    for method in ("full", "own", "own-in-8", "short"):
         started, found = time.perf_counter(), []
-        for i in range(0, len(clips), BATCH):
-            group = features[i : i + BATCH]
+        batch_size = 1 if method == "own" else BATCH
+        for i in range(0, len(clips), batch_size):
+            group, durations = features[i : i + batch_size], [c["duration_s"] for c in clips[i : i + batch_size]]
             if method == "full":
-                batch = np.stack(group)
+                found += detect(np.stack(group))
+            elif method.startswith("own"):
+                found += detect(own_length(group, durations))
             else:
-                batch = short_features(group, [c["duration_s"] for c in clips[i : i + BATCH]])
-            found += detect(batch)
+                by_index: dict[int, dict[str, float]] = {}
+                for indices, batch in short_features(group, durations):
+                    by_index.update(zip(indices, detect(batch)))
+                found += [by_index[k] for k in range(len(group))]
         seconds[method] = (time.perf_counter() - started) / len(clips)
         results[method] = [max(p, key=p.get) for p in found]
         if method == "short":
