@@ -37,8 +37,8 @@ MAX_CARRY_S = 60.0  # a part's last window is cut again with the next part when 
 PARTS_AHEAD = 2  # parts queued before the oldest one's results are collected (memory: ~30 MB a part)
 # Batches decoded at once on the CPU, each on its share of the cores (`BATCHSCRIBE_CPU_LANES`; one by default).
 # Beam search uses a second core poorly (1.3x faster on two than on one), so two lanes side by side decode
-# long files and 8-25 s files faster with the same words; but short clips packed into shared rows came out
-# about 4 WER points worse with two (docs/performance.md), so one is the default. A GPU has one lane, and so
+# long files and 8-25 s files faster with the same words; but short clips packed into shared rows come out
+# about 2 WER points worse with two (docs/performance.md), so one is the default. A GPU has one lane, and so
 # does the sequential decoder (batch size 1), which decodes a file window after window on all the cores.
 CPU_LANES = int(os.environ.get("BATCHSCRIBE_CPU_LANES", "1"))
 QUEUED_AUDIO_S = 40 * 60  # audio queued on the model at once, all files together (memory: ~100 MB a queued hour
@@ -53,12 +53,17 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def copy_cores(options: TranscribeOptions) -> int:
+    """Cores each model copy loaded for resolved `options` has (on the CPU the copies share the cores)."""
+    return max(1, cpu_threads() // len(options.device_index))
+
+
 def model_lanes(options: TranscribeOptions) -> int:
     """Batches a model loaded for resolved `options` decodes at once: CPU_LANES on the CPU when the window
     scheduler decodes (within the cores each model copy has), else one."""
     if options.device == "cuda" or options.batch_size <= 1:
         return 1
-    return min(CPU_LANES, max(1, cpu_threads() // len(options.device_index)))
+    return min(CPU_LANES, copy_cores(options))
 
 
 class FasterWhisperEngine(Engine):
@@ -70,8 +75,7 @@ class FasterWhisperEngine(Engine):
         local = weights.ct2_model_dir(opts.model, cache_dir)
         # A bare name other than the offline one goes to faster-whisper's own download and cache.
         source = str(local) if local else opts.model
-        devices = opts.device_index  # one model copy each (on the CPU the copies share the cores)
-        cores = max(1, cpu_threads() // len(devices))
+        devices = opts.device_index  # one model copy each
         lanes = model_lanes(opts)
         shown = (opts.model, opts.device, ",".join(map(str, devices)), opts.compute_type, source)
         logger.info("Loading faster-whisper %s (%s %s, %s) from %s", *shown)
@@ -81,7 +85,7 @@ class FasterWhisperEngine(Engine):
                 device=opts.device,
                 device_index=index if opts.device == "cuda" else 0,
                 compute_type=opts.compute_type,
-                cpu_threads=max(1, cores // lanes),
+                cpu_threads=max(1, copy_cores(opts) // lanes),
                 num_workers=lanes,
                 download_root=str(cache_dir / "models" / "faster-whisper"),
             )
