@@ -18,6 +18,7 @@ not either.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -160,6 +161,18 @@ def short_features(features: list[np.ndarray], durations_s: list[float]) -> list
         (indices, np.ascontiguousarray(np.stack([features[i][:, :frames] for i in indices]), np.float32))
         for frames, indices in sorted(groups.items())
     ]
+
+
+def clip_languages(
+    features: list[np.ndarray], durations_s: list[float], probabilities: Callable[[np.ndarray], list[dict[str, float]]]
+) -> list[dict[str, float]]:
+    """Every language's probability for each clip, from one short pass per `detect_frames` length
+    (`probabilities`: a pass over stacked frames, one dict per row)."""
+    found: list[dict[str, float]] = [{} for _ in features]
+    for indices, frames in short_features(features, durations_s):
+        for k, probs in zip(indices, probabilities(frames)):
+            found[k] = probs
+    return found
 
 
 class LanguagePrior:

@@ -377,11 +377,11 @@ class WindowScheduler:
         clips = [i for i in batch if i.packable and i.job.language is None and i.request.window.index == 0]
         if not clips:
             return
-        durations = [i.request.window.duration_s for i in clips]
-        found: list[dict[str, float]] = [{} for _ in clips]
-        for indices, features in packing.short_features([i.request.features for i in clips], durations):
-            for k, probabilities in zip(indices, self.decoder.language_probabilities(self.decoder.encode(features))):
-                found[k] = probabilities
+        found = packing.clip_languages(
+            [i.request.features for i in clips],
+            [i.request.window.duration_s for i in clips],
+            lambda frames: self.decoder.language_probabilities(self.decoder.encode(frames)),
+        )
         with self._cond:  # the pile's languages as they stand: another lane may be deciding too
             for item, probabilities in zip(clips, found):
                 self._decide(item.job, *self.languages.choose(probabilities))

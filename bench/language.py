@@ -48,7 +48,8 @@ def main() -> None:
 
     from batchscribe.engines import load_engine
     from batchscribe.options import TranscribeOptions
-    from batchscribe.packing import LanguagePrior, short_features
+    from batchscribe.packing import LanguagePrior, clip_languages
+    from batchscribe.transcript import FRAMES_PER_SECOND
 
     out = Path(args.out)
     clips = build_clips(out / "clips", args.clips)
@@ -66,7 +67,8 @@ def main() -> None:
     seconds: dict[str, float] = {}
 
     def own_length(group: list[np.ndarray], durations: list[float]) -> np.ndarray:
-        frames = max(max(100, int(np.ceil(d * 100))) for d in durations)
+        """The previous release's pass: the longest clip's own length, at least 1 s, an even frame count."""
+        frames = max(max(FRAMES_PER_SECOND, int(np.ceil(d * FRAMES_PER_SECOND))) for d in durations)
         return np.ascontiguousarray(np.stack([f[:, : frames + frames % 2] for f in group]), np.float32)
 
     for method in ("full", "own", "own-in-8", "short"):
@@ -79,10 +81,7 @@ def main() -> None:
             elif method.startswith("own"):
                 found += detect(own_length(group, durations))
             else:
-                by_index: dict[int, dict[str, float]] = {}
-                for indices, batch in short_features(group, durations):
-                    by_index.update(zip(indices, detect(batch)))
-                found += [by_index[k] for k in range(len(group))]
+                found += clip_languages(group, durations, detect)
         seconds[method] = (time.perf_counter() - started) / len(clips)
         results[method] = [max(p, key=p.get) for p in found]
         if method == "short":
