@@ -31,7 +31,7 @@ MANIFEST_PARQUET = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
 DATASET = "manifest"  # the folder of part files under the output root
 PART_SUFFIX = ".parquet"
-COMPACTED = "~c"  # a compacted part's name: the newest part it covers, then this
+COMPACTED = "~c"  # a compacted part's name: the newest part it covers, then this and a token of its own
 ADOPTED_VIEW = "part-00000000T000000.000000Z-view"  # an older output's manifest.parquet, as its first part
 READ_ATTEMPTS = 12  # listings of the dataset tried while other workers compact parts away (~10 s in all)
 
@@ -236,14 +236,16 @@ def compact(output_root: str | Path, storage_options: StorageOptions | None = No
     """Replace the dataset's parts by one and rewrite the manifest.parquet/.csv view from it; the rows.
 
     Safe while other workers append or compact: the new part is named after the newest part it read (so
-    it sorts where they did, before any part written since), and only the parts it read are removed.
+    it sorts where they did, before any part written since), with a token of its own (two compactions
+    whose newest part is the same compacted part never write one file, the second erasing what only the
+    first read), and only the parts it read are removed.
     """
     root = os.fspath(output_root)
     parts, tables = _read_parts(root, storage_options)
     manifest = _latest(tables)
     if len(parts) > 1:
-        newest = max(posixpath.basename(p).removesuffix(PART_SUFFIX).removesuffix(COMPACTED) for p in parts)
-        target = storage.join(root, DATASET, newest + COMPACTED + PART_SUFFIX)
+        newest = max(posixpath.basename(p).removesuffix(PART_SUFFIX).split(COMPACTED)[0] for p in parts)
+        target = storage.join(root, DATASET, f"{newest}{COMPACTED}-{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
         _write(target, _parquet_bytes(manifest), storage_options)
         for part in parts:
             if part != target:

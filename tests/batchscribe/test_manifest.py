@@ -243,6 +243,31 @@ def test_an_older_output_with_only_a_manifest_parquet_keeps_its_rows(tmp_path: P
     assert list(pd.read_parquet(tmp_path / MANIFEST_PARQUET)["relative_path"]) == ["new.mp3", "old.mp3"]
 
 
+def test_two_compactions_of_one_compacted_part_keep_both_their_rows(tmp_path: Path, monkeypatch) -> None:
+    """Two workers compact at once, and the newest part each read is the same compacted part: each read
+    one part the other did not (written after the compacted part was named). Both keep their rows."""
+    from batchscribe import manifest
+    from batchscribe.manifest import DATASET, normalize
+
+    folder = tmp_path / DATASET
+    folder.mkdir()
+    names = {  # the compacted part, and two parts named before it but written after it
+        "old": "part-20260101T000000.000000Z-h-1-00000000~c",
+        "q": "part-20250101T000000.000000Z-h-2-aaaaaaaa",
+        "r": "part-20250101T000000.000000Z-h-3-bbbbbbbb",
+    }
+    for key, name in names.items():
+        (folder / f"{name}.parquet").write_bytes(manifest._parquet_bytes(normalize([{"relative_path": key}])))
+    compacted, q, r = (str(folder / f"{names[key]}.parquet") for key in ("old", "q", "r"))
+    reads = {name: (paths, [manifest._read_part(p, None) for p in paths]) for name, paths in
+             (("x", [compacted, q]), ("y", [compacted, r]))}  # fmt: skip
+    for worker in ("x", "y"):  # both read before either writes
+        monkeypatch.setattr(manifest, "_read_parts", lambda root, options, seen=reads[worker]: seen)
+        manifest.compact(tmp_path)
+    monkeypatch.undo()
+    assert list(read_manifest(tmp_path)["relative_path"]) == ["old", "q", "r"]
+
+
 def test_four_writers_appending_and_compacting_at_once_lose_no_rows(tmp_path: Path) -> None:
     import multiprocessing
 
