@@ -2,18 +2,19 @@
 
 Each file's transcribe task cuts its audio into speech windows (`batchscribe.windows`), hands them to the
 scheduler of the loaded model and waits for its words; each of the scheduler's lanes (one thread per batch
-the model can decode at once: one by default, two on the CPU with BATCHSCRIBE_CPU_LANES=2) takes the oldest
-windows waiting, from any file, up to the batch size, and decodes them together (`batchscribe.decoding`).
-When fewer windows wait than fill a batch for every lane, a lane takes its share of them, so that the lanes
-finish together. A file whose language is not given takes the one detected on its first window, and keeps
-it: another lane encodes the file's other windows meanwhile, and waits for the language before it decodes
-them. A row that fails the decoder's checks is cut in two and both halves go to the front of the queue, to
-be decoded in the next batch beside other files' windows; `guard.second_opinion` then picks the reading. A
-GPU out-of-memory halves the batch size and decodes the same windows again in halves; after
-RAISE_AFTER_BATCHES full batches at the lowered size the next size up is tried again (never above the asked
-one). At batch size 1 the error reaches the file's task, which falls back to the CPU. A batch that fails
-otherwise is decoded again one window at a time, so that only the file whose window fails hears of it; the
-others get a warning.
+the model can decode at once: two on the CPU, one on a GPU) takes the oldest windows waiting, from any file,
+up to the batch size, and decodes them together (`batchscribe.decoding`). Clips that share rows go to the
+first lane only, so that they meet as many partners as one lane would give them; the other lane decodes
+windows that go alone in their row (a longer file's). When fewer of those wait than fill a batch for every
+lane, a lane takes its share of them, so that the lanes finish together. A file whose language is not
+given takes the one detected on its first window, and keeps it: another lane encodes the file's other
+windows meanwhile, and waits for the language before it decodes them. A row that fails the decoder's checks
+is cut in two and both halves go to the front of the queue, to be decoded in the next batch beside other
+files' windows; `guard.second_opinion` then picks the reading. A GPU out-of-memory halves the batch size and
+decodes the same windows again in halves; after RAISE_AFTER_BATCHES full batches at the lowered size the
+next size up is tried again (never above the asked one). At batch size 1 the error reaches the file's task,
+which falls back to the CPU. A batch that fails otherwise is decoded again one window at a time, so that
+only the file whose window fails hears of it; the others get a warning.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class WindowScheduler:
         self._cond = threading.Condition()  # guards the queue and what lanes share: jobs, languages, futures
         self._busy = 0  # lanes decoding a batch now
         self._threads = [
-            threading.Thread(target=self._loop, name=name if i == 0 else f"{name}-lane{i}", daemon=True)
+            threading.Thread(target=self._loop, args=(i,), name=name if i == 0 else f"{name}-lane{i}", daemon=True)
             for i in range(self.lanes)
         ]
         self._started = False
@@ -158,9 +159,9 @@ class WindowScheduler:
             self._cond.notify_all()
         return [item.future for item in items]
 
-    def _loop(self) -> None:
+    def _loop(self, lane: int) -> None:
         while True:
-            batch = self._next_batch()
+            batch = self._next_batch(lane)
             try:
                 self._decode_batch(batch)
             finally:
@@ -254,20 +255,19 @@ class WindowScheduler:
         """`request` (task, prompt, search) for another window."""
         return replace(request, window=window, features=self.decoder.features(window))
 
-    def _next_batch(self) -> list[_Item]:
-        while not (batch := self._take()):  # another lane took what this one waited for
+    def _next_batch(self, lane: int) -> list[_Item]:
+        while not (batch := self._take(lane)):  # another lane took what this one waited for
             pass
         return batch
 
-    def _take(self) -> list[_Item]:
+    def _take(self, lane: int) -> list[_Item]:
         with self._cond:
-            while not self._queue:
+            while (key := next((i.key for i in self._queue if _takes(lane, i)), None)) is None:
                 self._cond.wait()
-            key = self._queue[0].key
             size = min(key.batch_size, self.batch_limit or key.batch_size)
             deadline = time.monotonic() + LINGER_S
-            while (waiting := _RowCount.of(i for i in self._queue if i.key == key).rows) < size:
-                if self._busy and waiting < 1:
+            while (waiting := _RowCount.of(i for i in self._queue if i.key == key and _takes(lane, i))).rows < size:
+                if self._busy and waiting.rows < 1:
                     # Another lane decodes: rather than a row of a few clips, wait for a full row or for that
                     # lane (a clip decodes worse in a sparse row than among others: docs/performance.md).
                     self._cond.wait()
@@ -275,14 +275,14 @@ class WindowScheduler:
                 if (left := deadline - time.monotonic()) <= 0:
                     break
                 self._cond.wait(left)
-            if self.lanes > 1:  # a share of what waits, so that the lanes end together
-                size = min(size, max(math.ceil(waiting / self.lanes), MIN_LANE_ROWS))
+            if self.lanes > 1:  # a share of the windows every lane takes, so that the lanes end together
+                size = min(size, max(math.ceil(waiting.alone / self.lanes), MIN_LANE_ROWS) + waiting.packed_rows)
             batch: list[_Item] = []
             count = _RowCount()
             kept: deque[_Item] = deque()
             while self._queue:
                 item = self._queue.popleft()
-                if item.key == key and count.with_item(item).rows <= size:
+                if item.key == key and _takes(lane, item) and count.with_item(item).rows <= size:
                     batch.append(item)
                     count = count.with_item(item)
                     if item.job.language is None and _first(item):
@@ -291,7 +291,7 @@ class WindowScheduler:
                     kept.append(item)
             self._queue = kept
             if self._queue:
-                self._cond.notify()  # the other lanes' share
+                self._cond.notify_all()  # the other lanes' share
             self._busy += bool(batch)
             return batch
 
@@ -399,6 +399,12 @@ def _first(item: _Item) -> bool:
     return item.request.window.index == 0 and item.parent is None
 
 
+def _takes(lane: int, item: _Item) -> bool:
+    """Whether `lane` decodes `item`: the first lane any window, the others only windows that go alone in
+    their row (clips that share rows stay together in the first lane's batches)."""
+    return lane == 0 or not item.packable
+
+
 def _group(item: _Item) -> tuple:
     return item.request.task, item.request.initial_prompt, item.job.language
 
@@ -443,8 +449,12 @@ class _RowCount:
     packed_s: float = 0.0
 
     @property
+    def packed_rows(self) -> float:
+        return self.packed_s / MAX_WINDOW_S
+
+    @property
     def rows(self) -> float:
-        return self.alone + self.packed_s / MAX_WINDOW_S
+        return self.alone + self.packed_rows
 
     def with_item(self, item: _Item) -> _RowCount:
         if item.packable:

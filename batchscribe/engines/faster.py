@@ -35,12 +35,13 @@ logger = logging.getLogger(__name__)
 STREAM_PART_S = 5 * 60  # a long file is read, cut into windows and queued 5 minutes at a time
 MAX_CARRY_S = 60.0  # a part's last window is cut again with the next part when this much audio or less is left
 PARTS_AHEAD = 2  # parts queued before the oldest one's results are collected (memory: ~30 MB a part)
-# Batches decoded at once on the CPU, each on its share of the cores (`BATCHSCRIBE_CPU_LANES`; one by default).
-# Beam search uses a second core poorly (1.3x faster on two than on one), so two lanes side by side decode
-# long files and 8-25 s files faster with the same words; but short clips packed into shared rows come out
-# about 2 WER points worse with two (docs/performance.md), so one is the default. A GPU has one lane, and so
-# does the sequential decoder (batch size 1), which decodes a file window after window on all the cores.
-CPU_LANES = int(os.environ.get("BATCHSCRIBE_CPU_LANES", "1"))
+# Batches decoded at once on the CPU (`BATCHSCRIBE_CPU_LANES`; two by default), each lane a CTranslate2 worker
+# on all the copy's cores, the weights shared. Beam search uses a second core poorly (1.3x faster on two than
+# on one), so a long file's windows decode in two batches side by side, with the same words. Clips that share
+# rows stay in the first lane (`scheduler`): spread over two lanes' batches they came out about 2 WER points
+# worse, and alone the first lane runs on every core. A GPU has one lane, and so does the sequential decoder
+# (batch size 1), which decodes a file window after window on all the cores.
+CPU_LANES = int(os.environ.get("BATCHSCRIBE_CPU_LANES", "2"))
 QUEUED_AUDIO_S = 40 * 60  # audio queued on the model at once, all files together (memory: ~100 MB a queued hour
 # of features and samples): many short files in flight, a few long ones
 
@@ -85,7 +86,7 @@ class FasterWhisperEngine(Engine):
                 device=opts.device,
                 device_index=index if opts.device == "cuda" else 0,
                 compute_type=opts.compute_type,
-                cpu_threads=max(1, copy_cores(opts) // lanes),
+                cpu_threads=copy_cores(opts),  # each lane on all of them: alone, or sharing them with the other
                 num_workers=lanes,
                 download_root=str(cache_dir / "models" / "faster-whisper"),
             )

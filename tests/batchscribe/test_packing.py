@@ -7,6 +7,7 @@ import difflib
 import json
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -172,14 +173,51 @@ def test_a_clips_words_vary_little_with_its_row_partners(engine) -> None:
     readings = []
     for seed in (0, 1):
         order = random.Random(seed).sample(list(clips), len(clips))
-        # One lane, so that every clip shares a row (two lanes' shares can leave the last clip alone).
-        run = decode_files(BatchDecoder(engine.model), {n: clips[n] for n in order}, dict.fromkeys(order, "en"), 1)
+        run = decode_files(BatchDecoder(engine.model), {n: clips[n] for n in order}, dict.fromkeys(order, "en"))
         assert all(r.shared > 1 for rs in run.results.values() for r in rs)
         readings.append({n: " ".join(sorted(words("".join(r.text for r in run.results[n])))) for n in clips})
     same = sum(readings[0][n] == readings[1][n] for n in clips)
     assert same >= 2 * len(clips) // 3, readings
     first, second = (" ".join(reading[n] for n in clips) for reading in readings)
     assert jiwer.wer(first, second) <= 0.12, readings
+
+
+class _LaneRecorder(BatchDecoder):
+    """A decoder that notes which lane (thread) decoded which rows (their windows' lengths)."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model)
+        self.calls: list[tuple[str, list[float]]] = []
+
+    def decode(self, rows, languages, encoded, detected=None):
+        self.calls.append((threading.current_thread().name, [round(r.window.duration_s, 3) for r in rows]))
+        return super().decode(rows, languages, encoded, detected)
+
+
+def test_clips_that_share_rows_stay_in_the_first_lane(engine, files) -> None:
+    """With two lanes, the second lane takes only windows that go alone in their row (a long file's): the
+    clips keep one lane's rows and words, beside a long file whose windows both lanes decode."""
+    from batchscribe.engines.faster import cpu_threads
+    from tests.voices import missing_voices, monologue
+
+    if cpu_threads() < 2:
+        pytest.skip("one core: one lane")
+    if missing := missing_voices(("july",)):
+        pytest.skip(f"needs {', '.join(missing)} (make test installs it as root)")
+    recorder = _LaneRecorder(engine.model)
+    assert recorder.lanes == 2  # the CPU default
+    clips = {name: f[0] for name, f in files.items() if f[2] == "en"}
+    talk = monologue("july", duration_s=130)
+    talk_windows = {round(w.duration_s, 3) for w in speech_windows(talk, vad=True)}
+    one = decode_files(BatchDecoder(engine.model), clips, dict.fromkeys(clips, "en"), 1)
+    two = decode_files(recorder, {"talk": talk, **clips}, {"talk": "es", **dict.fromkeys(clips, "en")}, 2)
+    second = [rows for lane, rows in recorder.calls if lane.endswith("-lane1")]
+    assert second, recorder.calls  # the long file kept both lanes busy ...
+    assert all(length in talk_windows for rows in second for length in rows), (recorder.calls, talk_windows)
+    # ... and every clip was decoded in the first lane, in one lane's rows, with one lane's words.
+    for name in clips:
+        assert [r.shared for r in two.results[name]] == [r.shared for r in one.results[name]], name
+        assert [r.text for r in two.results[name]] == [r.text for r in one.results[name]], name
 
 
 def test_pack_lays_parts_apart_by_the_join_gap(files) -> None:

@@ -255,8 +255,8 @@ def test_a_window_that_fails_fails_only_its_own_file(engine, audio, clips, caplo
 
 
 def test_two_lanes_share_a_file_and_hear_what_one_lane_hears(session_cache, monkeypatch) -> None:
-    """With two lanes (`BATCHSCRIBE_CPU_LANES=2`) the model decodes two batches at once, each on its share of
-    the cores. A Spanish file of several windows, its language not given: one lane detects the language on
+    """With two lanes (the CPU default) the model decodes two batches of a long file at once, sharing the
+    cores. A Spanish file of several windows, its language not given: one lane detects the language on
     the first window while the other lane encodes the file's later windows and waits for the language before
     it decodes them; the words are those one lane hears."""
     from batchscribe.engines import faster
