@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from children import environment  # noqa: E402
+from children import environment, resolve  # noqa: E402
 from corpus import SAMPLE_RATE, encode, ffmpeg, music, pause, prompts  # noqa: E402
 
 CONFIGS = ("b1-faster-sequential", "b2-faster-batched8", "c-batchscribe", "c-batchscribe-again")
@@ -363,7 +363,7 @@ def main() -> None:
     out = Path(args.out)
     if args.rescore:
         files = json.loads((out / f"spec-{CONFIGS[0]}.json").read_text())["files"]
-        found = {c: out / f"spec-{c}.result.json" for c in args.configs.split(",") if c}
+        found = {c: out / f"spec-{c}.result.json" for c in resolve(args.configs, CONFIGS)}
         report(files, {c: json.loads(p.read_text()) for c, p in found.items() if p.exists()})
         return
     shutil.rmtree(out, ignore_errors=True)
@@ -376,7 +376,7 @@ def main() -> None:
     files = build(out / "corpus", args.long_minutes)
     if args.only:
         files = [f for f in files if f["name"] in args.only.split(",")]
-    results = {c: child(c, files, out, base_cache) for c in args.configs.split(",") if c}
+    results = {c: child(c, files, out, base_cache) for c in resolve(args.configs, CONFIGS)}
     report(files, results)
 
 

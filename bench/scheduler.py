@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from children import environment  # noqa: E402
+from children import environment, resolve  # noqa: E402
 from corpus import SAMPLE_RATE, decode, encode, ffmpeg, pause, prompts  # noqa: E402
 
 CONFIGS = (
@@ -275,7 +275,7 @@ def main() -> None:
     base_cache = out / "cache"
     weights.openai_checkpoint(weights.ct2_model_dir("base", base_cache), base_cache)  # outside the timings
     short, long = build_corpus(out / "corpus", args.short_files, args.long_minutes)
-    configs = [_config(c) for c in args.configs.split(",") if c]
+    configs = resolve(args.configs, CONFIGS)
 
     def run(name: str, files: list[dict]) -> tuple[str, dict]:
         with prefect_api(name, out / "prefect-home"):
@@ -290,13 +290,6 @@ def main() -> None:
     table("short files", short, [run(c, short) for c in configs])
     if long:
         table("long file", long, [run(c, long) for c in configs if c != "d-batchscribe-flow"])
-
-
-def _config(name: str) -> str:
-    """The configuration that `name` names or begins (`b2` for b2-faster-batched8)."""
-    if matches := [c for c in CONFIGS if c == name or c.split("-")[0] == name]:
-        return matches[0]
-    raise SystemExit(f"unknown configuration {name!r}: one of {', '.join(CONFIGS)}")
 
 
 @contextmanager

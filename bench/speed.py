@@ -26,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from children import resolve  # noqa: E402
 from corpus import decode, encode, ffmpeg  # noqa: E402  (the corpora's pinned ffmpeg)
 
 CLIP_SOURCES = [  # (file, transcripts json, key)
@@ -272,7 +273,7 @@ def report(args: argparse.Namespace, out: Path, url: str) -> None:
 
     weights.openai_checkpoint(weights.ct2_model_dir("base", base_cache), base_cache)  # once, outside the timings
     rows = []
-    for name in [c for c in args.configs.split(",") if c]:
+    for name in resolve(args.configs, CONFIGS):
         spec.write_text(
             json.dumps(
                 {
